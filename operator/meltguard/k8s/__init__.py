@@ -1,0 +1,1 @@
+"""The Kubernetes side: kopf handlers and the reads and writes around ``decide()``."""

@@ -1,0 +1,43 @@
+"""Every Kubernetes API call the operator makes, as RBAC sees it.
+
+This list is the single source for the chart's ClusterRole/Role rules (rendered from it)
+and is checked against the requests the operator really made in the integration tests.
+Keep it minimal: a call not listed here fails in a cluster installed from the chart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """Verbs on one (group, resource[/subresource]); ``group`` is "" for the core API."""
+
+    group: str
+    resource: str
+    verbs: tuple[str, ...]
+    cluster_scoped: bool = False
+    why: str = ""
+
+
+API_CALLS: tuple[ApiCall, ...] = (
+    ApiCall("meltguard.io", "imagequotapolicies", ("get", "list", "watch", "patch"),
+            why="watch policies; kopf's finalizer and progress annotations"),
+    ApiCall("meltguard.io", "imagequotapolicies/status", ("get", "patch"),
+            why="status subresource: phase, replicas, quotas, conditions"),
+    ApiCall("apps", "deployments/scale", ("get", "patch"),
+            why="read and set the target's replicas"),
+    ApiCall("apps", "statefulsets/scale", ("get", "patch"),
+            why="scale targets may be StatefulSets"),
+    ApiCall("", "pods", ("list",),
+            why="the target's pods (Pending for lack of GPUs) and the exporter pods"),
+    ApiCall("", "configmaps", ("get", "create", "patch"),
+            why="the quota ConfigMap read by the quota service and Envoy"),
+    ApiCall("", "events", ("create",),
+            why="Events on transitions (MeltingStarted, ScaledUp, QuotaTightened, ...)"),
+    ApiCall("kopf.dev", "kopfpeerings", ("get", "list", "watch", "patch"),
+            why="kopf peering: one active operator replica, a standby paused"),
+    ApiCall("", "namespaces", ("list", "watch"), cluster_scoped=True,
+            why="kopf resolves the watched namespaces"),
+)
