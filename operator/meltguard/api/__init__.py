@@ -1,0 +1,1 @@
+"""The ImageQuotaPolicy resource: pydantic models, CRD generation and validation messages."""

@@ -1,0 +1,454 @@
+"""Typed models of the ImageQuotaPolicy resource (``meltguard.io/v1alpha1``).
+
+These models are the single source of truth: the CRD's OpenAPI schema is generated from them
+(``meltguard crd``), and the operator validates every object with them before acting.
+Attributes are snake_case; the wire format is camelCase (aliases). Unknown fields are rejected.
+
+Rules between fields (floor <= limit, cool below melt, ...) raise :func:`field_rule_error`, whose
+``field`` context names the offending sub-field, so that messages point at the exact path
+(``spec.quotas.tiers[1].floor``), and each rule also carries a CEL expression for the CRD.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
+
+from meltguard.api.durations import DURATION_PATTERN, duration_seconds
+from meltguard.core.state import ControllerState
+
+GROUP = "meltguard.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ImageQuotaPolicy"
+
+Phase = Literal["Cool", "Warm", "Hot", "Melting", "Unknown"]
+ThrottleReason = Literal[
+    "HwThermalSlowdown", "SwThermalSlowdown", "HwPowerBrakeSlowdown", "HwSlowdown", "SwPowerCap"
+]
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Seconds = Annotated[int, Field(ge=0, le=86400)]
+PositiveSeconds = Annotated[int, Field(ge=1, le=86400)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)]
+DnsSubdomain = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def field_rule_error(field: str, message: str) -> PydanticCustomError:
+    """A cross-field rule violation; ``field`` is the camelCase path below the validated model."""
+    return PydanticCustomError("field_rule", message, {"field": field})
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One CRD ``x-kubernetes-validations`` entry (CEL, Kubernetes >= 1.25)."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class Model(BaseModel):
+    """Base of every resource model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ScaleTargetRef(Model):
+    """The workload to scale: anything with a scale subresource."""
+
+    api_version: Annotated[str, StringConstraints(pattern=r"^([a-z0-9.-]+/)?v[0-9]+[a-z0-9]*$")] = (
+        "apps/v1"
+    )
+    kind: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=63)] = (
+        "Deployment"
+    )
+    name: DnsSubdomain
+
+
+class LabelSelector(Model):
+    """Pods picked by their labels (``matchLabels`` only)."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ScrapeEndpoints(Model):
+    """Pods serving GPU metrics: found by namespace and labels, scraped on ``port``."""
+
+    namespace: DnsLabel
+    selector: LabelSelector
+    port: Port = 9400
+
+
+class PrometheusSource(Model):
+    """A Prometheus server answering instant queries."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)]
+
+
+def _default_exporter() -> ScrapeEndpoints:
+    return ScrapeEndpoints(
+        namespace="meltguard-system",
+        selector=LabelSelector(match_labels={"app.kubernetes.io/name": "meltguard-exporter"}),
+    )
+
+
+def _default_dcgm() -> ScrapeEndpoints:
+    return ScrapeEndpoints(
+        namespace="gpu-operator",
+        selector=LabelSelector(match_labels={"app": "nvidia-dcgm-exporter"}),
+    )
+
+
+class TelemetrySpec(Model):
+    """Where GPU samples come from, and when a sample is too old to trust."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.source != 'prometheus' || has(self.prometheus)",
+                    "telemetry.prometheus.url is required when source is prometheus",
+                )
+            ]
+        }
+    )
+
+    source: Literal["exporter", "dcgm", "prometheus"] = "exporter"
+    exporter: ScrapeEndpoints = Field(default_factory=_default_exporter)
+    dcgm: ScrapeEndpoints = Field(default_factory=_default_dcgm)
+    prometheus: PrometheusSource | None = None
+    stale_after_seconds: PositiveSeconds = 30
+
+    @model_validator(mode="after")
+    def _prometheus_needs_url(self) -> TelemetrySpec:
+        if self.source == "prometheus" and self.prometheus is None:
+            raise field_rule_error(
+                "prometheus", "telemetry.prometheus.url is required when source is prometheus"
+            )
+        return self
+
+
+class ScalingRules(Model):
+    """HPA-style behaviour for one direction: stabilization window and step limits per period."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.maxStepReplicas) || has(self.maxStepPercent)",
+                    "set maxStepReplicas or maxStepPercent (or both)",
+                )
+            ]
+        }
+    )
+
+    stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = 0
+    max_step_replicas: Annotated[int, Field(ge=1, le=10000)] | None = None
+    max_step_percent: Annotated[float, Field(gt=0, le=1000)] | None = None
+    period_seconds: Annotated[int, Field(ge=1, le=1800)] = 15
+
+    @model_validator(mode="after")
+    def _needs_a_step(self) -> ScalingRules:
+        if self.max_step_replicas is None and self.max_step_percent is None:
+            raise field_rule_error(
+                "maxStepReplicas", "set maxStepReplicas or maxStepPercent (or both)"
+            )
+        return self
+
+
+def _default_scale_up() -> ScalingRules:
+    return ScalingRules(stabilization_seconds=0, max_step_replicas=8, period_seconds=15)
+
+
+def _default_scale_down() -> ScalingRules:
+    return ScalingRules(stabilization_seconds=300, max_step_percent=10, period_seconds=60)
+
+
+class ScalingSpec(Model):
+    """Target utilization and how fast replicas may change."""
+
+    target_utilization_percent: Annotated[float, Field(gt=0, le=100)] = 70
+    tolerance_percent: Percent = 10
+    scale_up: ScalingRules = Field(default_factory=_default_scale_up)
+    scale_down: ScalingRules = Field(default_factory=_default_scale_down)
+
+
+class CoolSpec(Model):
+    """When a melting GPU counts as cool again, and for how long that must hold."""
+
+    temperature_celsius: Annotated[float, Field(ge=0, le=150)] = 78
+    utilization_percent: Percent = 85
+    sustain_seconds: Seconds = 120
+
+
+def _default_throttle_reasons() -> list[ThrottleReason]:
+    return ["HwThermalSlowdown", "SwThermalSlowdown", "HwPowerBrakeSlowdown"]
+
+
+class MeltSpec(Model):
+    """When one GPU is hot, when it melts, and when the policy as a whole is Melting."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.cool.temperatureCelsius < self.temperatureCelsius",
+                    "cool.temperatureCelsius must be below melt temperatureCelsius",
+                    ".cool.temperatureCelsius",
+                ),
+                cel(
+                    "self.cool.utilizationPercent < self.utilizationPercent",
+                    "cool.utilizationPercent must be below melt utilizationPercent",
+                    ".cool.utilizationPercent",
+                ),
+            ]
+        }
+    )
+
+    temperature_celsius: Annotated[float, Field(ge=0, le=150)] = 85
+    utilization_percent: Percent = 97
+    memory_percent: Percent = 95
+    throttle_reasons: Annotated[list[ThrottleReason], Field(max_length=5)] = Field(
+        default_factory=_default_throttle_reasons
+    )
+    sustain_seconds: Seconds = 30
+    fleet_fraction: Fraction = 0.25
+    cool: CoolSpec = Field(default_factory=CoolSpec)
+
+    @model_validator(mode="after")
+    def _cool_below_melt(self) -> MeltSpec:
+        for field in ("temperature_celsius", "utilization_percent"):
+            cool_value, melt_value = getattr(self.cool, field), getattr(self, field)
+            if cool_value >= melt_value:
+                name = to_camel(field)
+                raise field_rule_error(
+                    f"cool.{name}",
+                    f"cool.{name} ({cool_value:g}) must be below melt {name} ({melt_value:g}),"
+                    " or a melting GPU could never cool down",
+                )
+        return self
+
+
+class TierSpec(Model):
+    """One user tier: a limit per window, never tightened below ``floor``, or unlimited."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(self.unlimited) && self.unlimited) != has(self.limit)",
+                    "a tier sets either limit or unlimited: true",
+                ),
+                cel(
+                    "!has(self.limit) || !has(self.floor) || self.floor <= self.limit",
+                    "floor must not exceed limit",
+                    ".floor",
+                ),
+            ]
+        }
+    )
+
+    name: DnsLabel
+    limit: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = None
+    window: Duration = "24h"
+    floor: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0
+    unlimited: bool = False
+
+    @property
+    def window_seconds(self) -> int:
+        """The window in seconds."""
+        return duration_seconds(self.window)
+
+    @model_validator(mode="after")
+    def _limit_xor_unlimited(self) -> TierSpec:
+        if self.unlimited and self.limit is not None:
+            raise field_rule_error("limit", "an unlimited tier takes no limit")
+        if not self.unlimited and self.limit is None:
+            raise field_rule_error("limit", "required unless unlimited: true")
+        if self.limit is not None and self.floor > self.limit:
+            raise field_rule_error(
+                "floor", f"floor ({self.floor}) must not exceed limit ({self.limit})"
+            )
+        return self
+
+
+class TightenSpec(Model):
+    """Multiplicative decrease: limit x factor every interval while melting."""
+
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    interval_seconds: PositiveSeconds = 60
+    grace_seconds: Seconds = 90
+
+
+class RelaxSpec(Model):
+    """Additive increase: stepPercent of the baseline every interval once cool."""
+
+    step_percent: Annotated[float, Field(gt=0, le=100)] = 25
+    interval_seconds: PositiveSeconds = 300
+
+
+class PublishSpec(Model):
+    """Where the limits in force are written."""
+
+    config_map: DnsSubdomain | None = None
+    envoy_domain: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
+
+
+class QuotasSpec(Model):
+    """Per-tier quotas, in shed order: the first tier is tightened first and relaxed last."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.tiers.all(t, self.tiers.exists_one(u, u.name == t.name))",
+                    "tier names must be unique",
+                    ".tiers",
+                )
+            ]
+        }
+    )
+
+    tiers: Annotated[list[TierSpec], Field(min_length=1, max_length=16)]
+    tighten: TightenSpec = Field(default_factory=TightenSpec)
+    relax: RelaxSpec = Field(default_factory=RelaxSpec)
+    on_telemetry_loss: Literal["hold", "tighten"] = "hold"
+    publish: PublishSpec = Field(default_factory=PublishSpec)
+
+    @model_validator(mode="after")
+    def _unique_tier_names(self) -> QuotasSpec:
+        seen: set[str] = set()
+        for index, tier in enumerate(self.tiers):
+            if tier.name in seen:
+                raise field_rule_error(
+                    f"tiers[{index}].name", f"tier name {tier.name!r} is used more than once"
+                )
+            seen.add(tier.name)
+        return self
+
+
+class PolicySpec(Model):
+    """``spec`` of an ImageQuotaPolicy."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas must not exceed maxReplicas",
+                    ".minReplicas",
+                )
+            ]
+        }
+    )
+
+    scale_target_ref: ScaleTargetRef
+    min_replicas: Annotated[int, Field(ge=0, le=100_000)] = 1
+    max_replicas: Annotated[int, Field(ge=1, le=100_000)]
+    interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
+    telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    melt: MeltSpec = Field(default_factory=MeltSpec)
+    quotas: QuotasSpec
+    paused: bool = False
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> PolicySpec:
+        if self.min_replicas > self.max_replicas:
+            raise field_rule_error(
+                "minReplicas",
+                f"minReplicas ({self.min_replicas}) must not exceed maxReplicas"
+                f" ({self.max_replicas})",
+            )
+        return self
+
+
+class Condition(Model):
+    """A standard ``metav1.Condition``."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class GpuCounts(Model):
+    """GPUs of the target by state (``hot`` includes the melting ones)."""
+
+    total: int = 0
+    hot: int = 0
+    melting: int = 0
+    stale: int = 0
+    max_temperature_celsius: float | None = None
+    mean_utilization_percent: float | None = None
+
+
+class TierQuotaStatus(Model):
+    """The limit in force for one tier next to its baseline (the spec's limit)."""
+
+    tier: str
+    limit: int | None = None
+    baseline: int | None = None
+    window: str | None = None
+    unlimited: bool | None = None
+
+
+class PolicyStatus(Model):
+    """Status of an ImageQuotaPolicy, written by the operator only.
+
+    controller is the decision core's memory between ticks, kept here so that a restarted
+    operator resumes exactly where the previous one stopped.
+    """
+
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    replicas: int | None = None
+    desired_replicas: int | None = None
+    pending_replicas: int | None = None
+    gpus: GpuCounts | None = None
+    quotas: list[TierQuotaStatus] = Field(default_factory=list)
+    last_scale_time: str | None = None
+    last_quota_change_time: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    controller: ControllerState | None = None
+
+
+class PolicyMetadata(BaseModel):
+    """The parts of ``metadata`` meltguard reads; everything else Kubernetes adds is kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: DnsSubdomain
+    namespace: DnsLabel | None = None
+    generation: int | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ImageQuotaPolicy(Model):
+    """A whole ImageQuotaPolicy object as stored by Kubernetes."""
+
+    api_version: Literal["meltguard.io/v1alpha1"]
+    kind: Literal["ImageQuotaPolicy"]
+    metadata: PolicyMetadata
+    spec: PolicySpec
+    status: PolicyStatus | None = None

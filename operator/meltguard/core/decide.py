@@ -1,0 +1,325 @@
+"""``decide()``: one tick of the control loop, as a pure function.
+
+``decide(spec, state, observation, now)`` takes the policy's spec, the core's memory from the
+previous tick (:class:`~meltguard.core.state.ControllerState`, kept in ``status.controller``),
+what was observed this tick and the time, and returns a :class:`Decision`: the replicas to set,
+the quota limits to publish, the phase, the Events and conditions to report, and the next
+state. Same inputs, same decision; nothing here reads a clock or does I/O.
+
+``spec.paused`` and ``spec.dryRun`` are not looked at here: the caller decides whether to act.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from meltguard.api.models import PolicySpec
+from meltguard.core.observation import Observation
+from meltguard.core.quotas import QuotaChange, QuotaStep, step_quotas
+from meltguard.core.replicas import (
+    Limited,
+    apply_rate_limits,
+    remember_recommendation,
+    remember_scale,
+    scale_up_limit,
+    stabilize,
+    usage_recommendation,
+)
+from meltguard.core.state import ControllerState, Recommendation, StatePhase
+from meltguard.core.thermal import FleetThermal, assess_fleet
+
+#: Reasons under which the replica count is exactly what the metrics ask for.
+UNLIMITED_REASONS = frozenset({"DesiredWithinRange", "ReadyForNewScale"})
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSummary:
+    """The target's GPUs by state (``hot`` includes the melting ones)."""
+
+    total: int
+    hot: int
+    melting: int
+    stale: int
+    max_temperature_celsius: float | None
+    mean_utilization_percent: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TierQuota:
+    """The quota of one tier as published: limit in force and baseline, or unlimited."""
+
+    name: str
+    limit: int | None
+    baseline: int | None
+    window_seconds: int
+    unlimited: bool
+    tightened: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventNote:
+    """A Kubernetes Event to post on the policy."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionNote:
+    """A status condition (``lastTransitionTime`` is the caller's business)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do this tick, and why."""
+
+    state: ControllerState
+    phase: StatePhase
+    current_replicas: int
+    desired_replicas: int
+    pending_replicas: int
+    scale_reason: str
+    scale_message: str
+    scaling_limited: str | None
+    gpus: GpuSummary
+    tiers: tuple[TierQuota, ...]
+    quota_changes: tuple[QuotaChange, ...]
+    events: tuple[EventNote, ...]
+    conditions: tuple[ConditionNote, ...]
+
+    @property
+    def scale_direction(self) -> Literal["up", "down"] | None:
+        """``up``, ``down`` or None when the replicas stay."""
+        if self.desired_replicas > self.current_replicas:
+            return "up"
+        if self.desired_replicas < self.current_replicas:
+            return "down"
+        return None
+
+
+def decide(
+    spec: PolicySpec, state: ControllerState, observation: Observation, now: float
+) -> Decision:
+    """One tick of the control loop (see the module docstring)."""
+    thermal = assess_fleet(
+        spec.melt,
+        spec.scaling.target_utilization_percent,
+        spec.telemetry.stale_after_seconds,
+        state,
+        observation,
+        now,
+    )
+    replicas, recommendations = _recommend_replicas(spec, state, observation, thermal, now)
+    current = observation.current_replicas
+    policy_melting_since = _melting_since(state, thermal.phase, now)
+    calm_since = (state.calm_since or now) if thermal.phase in ("Cool", "Warm") else None
+    quota_step = step_quotas(
+        spec.quotas,
+        state.limits,
+        thermal.phase,
+        _scaling_cannot_help(spec, observation, policy_melting_since, now),
+        calm_since,
+        state.last_quota_change_time,
+        now,
+    )
+    scaled = replicas.replicas != current
+    next_state = state.model_copy(
+        update={
+            "hot_since": thermal.hot_since,
+            "melting_since": thermal.melting_since,
+            "cool_since": thermal.cool_since,
+            "phase": thermal.phase,
+            "policy_melting_since": policy_melting_since,
+            "calm_since": calm_since,
+            "recommendations": recommendations,
+            "scale_events": remember_scale(
+                state.scale_events, replicas.replicas - current, spec.scaling, now
+            ),
+            "last_scale_time": now if scaled else state.last_scale_time,
+            "limits": list(quota_step.limits),
+            "last_quota_change_time": now if quota_step.change else state.last_quota_change_time,
+        }
+    )
+    tiers = _tier_quotas(spec, quota_step)
+    limited = None if replicas.reason in UNLIMITED_REASONS else replicas.reason
+    return Decision(
+        state=next_state,
+        phase=thermal.phase,
+        current_replicas=current,
+        desired_replicas=replicas.replicas,
+        pending_replicas=observation.pending_replicas,
+        scale_reason=replicas.reason,
+        scale_message=replicas.message,
+        scaling_limited=limited,
+        gpus=_summary(thermal),
+        tiers=tiers,
+        quota_changes=(quota_step.change,) if quota_step.change else (),
+        events=_events(state.phase, thermal, current, replicas, quota_step.change),
+        conditions=_conditions(thermal, replicas, limited, tiers),
+    )
+
+
+def _recommend_replicas(
+    spec: PolicySpec,
+    state: ControllerState,
+    observation: Observation,
+    thermal: FleetThermal,
+    now: float,
+) -> tuple[Limited, list[Recommendation]]:
+    """HPA semantics plus meltguard's rules; returns the replicas and the new window memory."""
+    current, pending = observation.current_replicas, observation.pending_replicas
+    if current > spec.max_replicas:
+        return Limited(spec.max_replicas, "AtMaxReplicas",
+                       "current replicas above maxReplicas"), state.recommendations
+    if current < spec.min_replicas:
+        return Limited(spec.min_replicas, "AtMinReplicas",
+                       "current replicas below minReplicas"), state.recommendations
+    if thermal.mean_utilization is None:
+        return Limited(current, "TelemetryUnavailable",
+                       "no fresh GPU sample: holding replicas"), state.recommendations
+    scaling = spec.scaling
+    recommended = usage_recommendation(
+        current, thermal.mean_utilization, scaling.target_utilization_percent,
+        scaling.tolerance_percent,
+    )
+    if thermal.phase == "Melting":
+        recommended = max(recommended, scale_up_limit(current, state.scale_events,
+                                                      scaling.scale_up, now))
+    history = remember_recommendation(state.recommendations, recommended, scaling, now)
+    proposal = stabilize(current, recommended, state.recommendations, scaling, now)
+    proposal = _meltguard_holds(proposal, current, pending, thermal)
+    limited = apply_rate_limits(current, proposal.replicas, state.scale_events, scaling,
+                                spec.min_replicas, spec.max_replicas, now)
+    if limited.reason in UNLIMITED_REASONS and proposal.replicas == limited.replicas:
+        limited = proposal
+    return limited, history
+
+
+def _meltguard_holds(proposal: Limited, current: int, pending: int,
+                     thermal: FleetThermal) -> Limited:
+    """No scale-down while anything is hot, stale or pending; no scale-up over Pending pods."""
+    if proposal.replicas < current:
+        blockers = [
+            f"{thermal.hot} GPUs hot" if thermal.hot else "",
+            f"{thermal.stale} GPU samples stale" if thermal.stale else "",
+            f"{pending} pods pending" if pending else "",
+        ]
+        why = ", ".join(b for b in blockers if b)
+        if why:
+            return Limited(current, "ScaleDownBlocked", f"not scaling down while {why}")
+    if proposal.replicas > current and pending:
+        return Limited(current, "NoGPUCapacity",
+                       f"{pending} pods are Pending for lack of GPUs: adding no more replicas")
+    if proposal.reason == "ScaleUpStabilized" or proposal.reason == "ScaleDownStabilized":
+        return Limited(proposal.replicas, "StabilizationWindow", proposal.message)
+    return proposal
+
+
+def _melting_since(state: ControllerState, phase: StatePhase, now: float) -> float | None:
+    """Since when the policy is Melting; kept through a telemetry gap, cleared once not."""
+    if phase == "Melting":
+        return state.policy_melting_since or now
+    if phase == "Unknown":
+        return state.policy_melting_since
+    return None
+
+
+def _scaling_cannot_help(spec: PolicySpec, observation: Observation,
+                         melting_since: float | None, now: float) -> bool:
+    """At max, no GPU for new pods, or melting past the grace period despite scaling."""
+    return (
+        observation.current_replicas >= spec.max_replicas
+        or observation.pending_replicas > 0
+        or (melting_since is not None and now - melting_since >= spec.quotas.tighten.grace_seconds)
+    )
+
+
+def _summary(thermal: FleetThermal) -> GpuSummary:
+    mean = thermal.mean_utilization
+    return GpuSummary(
+        total=thermal.total,
+        hot=thermal.hot,
+        melting=thermal.melting,
+        stale=thermal.stale,
+        max_temperature_celsius=thermal.max_temperature_celsius,
+        mean_utilization_percent=None if mean is None else round(mean * 100, 1),
+    )
+
+
+def _tier_quotas(spec: PolicySpec, step: QuotaStep) -> tuple[TierQuota, ...]:
+    in_force = {entry.name: entry.limit for entry in step.limits}
+    return tuple(
+        TierQuota(
+            name=tier.name,
+            limit=in_force.get(tier.name),
+            baseline=tier.limit,
+            window_seconds=tier.window_seconds,
+            unlimited=tier.unlimited,
+            tightened=tier.limit is not None and in_force[tier.name] < tier.limit,
+        )
+        for tier in spec.quotas.tiers
+    )
+
+
+def _events(
+    previous_phase: StatePhase | None,
+    thermal: FleetThermal,
+    current: int,
+    replicas: Limited,
+    change: QuotaChange | None,
+) -> tuple[EventNote, ...]:
+    notes: list[EventNote] = []
+    phase = thermal.phase
+    if phase == "Melting" and previous_phase != "Melting":
+        notes.append(EventNote("Warning", "MeltingStarted",
+                               f"{thermal.melting} of {thermal.fresh} GPUs melting"))
+    if previous_phase == "Melting" and phase not in ("Melting", "Unknown"):
+        notes.append(EventNote("Normal", "MeltingEnded", f"phase is {phase} again"))
+    if phase == "Unknown" and previous_phase != "Unknown":
+        notes.append(EventNote("Warning", "TelemetryLost",
+                               f"no fresh GPU sample ({thermal.stale} stale): holding"))
+    if replicas.replicas != current:
+        reason = "ScaledUp" if replicas.replicas > current else "ScaledDown"
+        notes.append(EventNote("Normal", reason,
+                               f"replicas {current} -> {replicas.replicas}: {replicas.message}"))
+    if change is not None:
+        message = f"tier {change.tier} limit {change.old} -> {change.new}"
+        notes.append(
+            EventNote("Warning", "QuotaTightened", message)
+            if change.direction == "tighten"
+            else EventNote("Normal", "QuotaRelaxed", message)
+        )
+    return tuple(notes)
+
+
+def _conditions(
+    thermal: FleetThermal, replicas: Limited, limited: str | None, tiers: tuple[TierQuota, ...]
+) -> tuple[ConditionNote, ...]:
+    telemetry = (
+        ConditionNote("TelemetryAvailable", "True", "FreshSamples",
+                      f"{thermal.fresh} of {thermal.total} GPUs reporting")
+        if thermal.fresh
+        else ConditionNote("TelemetryAvailable", "False", "NoFreshSamples",
+                           f"no fresh GPU sample ({thermal.stale} stale)")
+    )
+    scaling = (
+        ConditionNote("ScalingLimited", "True", limited, replicas.message)
+        if limited
+        else ConditionNote("ScalingLimited", "False", replicas.reason, replicas.message)
+    )
+    tightened = [tier.name for tier in tiers if tier.tightened]
+    quotas = (
+        ConditionNote("QuotasTightened", "True", "GPUsMelting",
+                      "tightened tiers: " + ", ".join(tightened))
+        if tightened
+        else ConditionNote("QuotasTightened", "False", "AtBaseline", "every tier at its baseline")
+    )
+    ready = ConditionNote("Ready", "True", "Reconciled", f"phase {thermal.phase}")
+    return (ready, telemetry, scaling, quotas)

@@ -1,0 +1,84 @@
+"""The decision core's memory between ticks, stored in ``status.controller``.
+
+Everything ``decide()`` needs from earlier ticks is here and nowhere else, as plain JSON
+data (times are seconds since the epoch), so a restarted operator resumes exactly: it reads
+the status, and the next decision is the one the old operator would have made.
+
+Per-GPU memory is kept only for GPUs that are Hot or Melting (Cool and Warm need none), so
+the status stays small on a healthy fleet.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+StatePhase = Literal["Cool", "Warm", "Hot", "Melting", "Unknown"]
+
+
+class _Plain(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Recommendation(_Plain):
+    """One unstabilized replica recommendation (the HPA stabilization window's memory)."""
+
+    time: float
+    replicas: int
+
+
+class ScaleEvent(_Plain):
+    """One applied change of replicas (the step limits' memory): +n up, -n down."""
+
+    time: float
+    delta: int
+
+
+class TierLimit(_Plain):
+    """The limit in force for one limited tier."""
+
+    name: str
+    limit: int
+
+
+class ControllerState(_Plain):
+    """What the core remembers; ``ControllerState.initial()`` for a new policy."""
+
+    hot_since: dict[str, float] = Field(default_factory=dict)
+    melting_since: dict[str, float] = Field(default_factory=dict)
+    cool_since: dict[str, float] = Field(default_factory=dict)
+    phase: StatePhase | None = None
+    policy_melting_since: float | None = None
+    calm_since: float | None = None
+    recommendations: list[Recommendation] = Field(default_factory=list)
+    scale_events: list[ScaleEvent] = Field(default_factory=list)
+    last_scale_time: float | None = None
+    limits: list[TierLimit] = Field(default_factory=list)
+    last_quota_change_time: float | None = None
+
+    @classmethod
+    def initial(cls) -> ControllerState:
+        """The state of a policy that has never been decided on."""
+        return cls()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready camelCase form for ``status.controller``."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ControllerState:
+        """Read the state back from ``status.controller`` (None -> initial)."""
+        if not data:
+            return cls.initial()
+        return cls.model_validate(data)
+
+    def limit_of(self, tier: str) -> int | None:
+        """The limit in force for ``tier``, or None when never set."""
+        for entry in self.limits:
+            if entry.name == tier:
+                return entry.limit
+        return None

@@ -1,0 +1,190 @@
+"""Per-GPU thermal states with hysteresis, and the policy's phase.
+
+A GPU is, on each tick:
+
+* **Stale** when its sample is older than ``staleAfterSeconds`` or its read failed: it is not
+  averaged, and whatever it was doing before (hot, melting) is remembered unchanged.
+* **Melting** when it has been hot for ``melt.sustainSeconds``, or a throttle reason listed in
+  ``melt.throttleReasons`` is active right now. A melting GPU stays Melting until the ``cool``
+  thresholds have held for ``cool.sustainSeconds`` (hysteresis: no flapping at the line).
+* **Hot** when any ``melt`` threshold is crossed (temperature, utilization, memory).
+* **Warm** when its utilization is above the scaling target, else **Cool**.
+
+The policy's phase is Melting when at least ``fleetFraction`` of the fresh GPUs melt (and at
+least one does), else the worst state of any fresh GPU, and Unknown with no fresh sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meltguard.api.models import MeltSpec
+from meltguard.core.observation import NVML_NAME_THROTTLE_REASONS, Observation
+from meltguard.core.state import ControllerState, StatePhase
+
+
+@dataclass(frozen=True, slots=True)
+class FleetThermal:
+    """The thermal picture of the target's GPUs on one tick, and the memory to keep."""
+
+    phase: StatePhase
+    total: int
+    fresh: int
+    hot: int
+    melting: int
+    stale: int
+    warm: int
+    max_temperature_celsius: float | None
+    mean_utilization: float | None
+    hot_since: dict[str, float]
+    melting_since: dict[str, float]
+    cool_since: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Thresholds:
+    """The spec's thresholds in the units samples carry (ratios 0..1, short reason names)."""
+
+    hot_temperature: float
+    hot_utilization: float
+    hot_memory: float
+    throttle_reasons: frozenset[str]
+    sustain: float
+    cool_temperature: float
+    cool_utilization: float
+    cool_sustain: float
+    warm_utilization: float
+
+    @classmethod
+    def of(cls, melt: MeltSpec, target_utilization_percent: float) -> _Thresholds:
+        return cls(
+            hot_temperature=melt.temperature_celsius,
+            hot_utilization=melt.utilization_percent / 100,
+            hot_memory=melt.memory_percent / 100,
+            throttle_reasons=frozenset(
+                NVML_NAME_THROTTLE_REASONS[reason] for reason in melt.throttle_reasons
+            ),
+            sustain=melt.sustain_seconds,
+            cool_temperature=melt.cool.temperature_celsius,
+            cool_utilization=melt.cool.utilization_percent / 100,
+            cool_sustain=melt.cool.sustain_seconds,
+            warm_utilization=target_utilization_percent / 100,
+        )
+
+
+def assess_fleet(
+    melt: MeltSpec,
+    target_utilization_percent: float,
+    stale_after_seconds: float,
+    previous: ControllerState,
+    observation: Observation,
+    now: float,
+) -> FleetThermal:
+    """Classify every GPU of the observation and derive the policy's phase.
+
+    Written as one flat loop over the samples because it runs over every GPU of the
+    fleet on every tick (``bench/decide.py`` measures it).
+    """
+    limits = _Thresholds.of(melt, target_utilization_percent)
+    old_hot, old_melting, old_cool = previous.hot_since, previous.melting_since, previous.cool_since
+    hot_since: dict[str, float] = {}
+    melting_since: dict[str, float] = {}
+    cool_since: dict[str, float] = {}
+    oldest_fresh = now - stale_after_seconds
+    fresh = hot = melting = warm = stale = 0
+    utilization_sum = 0.0
+    max_temperature = float("-inf")
+    seen: set[str] = set()
+
+    for sample in observation.samples:
+        uuid = sample.uuid
+        seen.add(uuid)
+        if not sample.up or sample.sampled_at < oldest_fresh:
+            stale += 1
+            _carry_over(uuid, old_hot, old_melting, old_cool, hot_since, melting_since, cool_since)
+            continue
+        fresh += 1
+        utilization = sample.utilization
+        temperature = sample.temperature_celsius
+        utilization_sum += utilization
+        if temperature > max_temperature:
+            max_temperature = temperature
+        throttled = bool(limits.throttle_reasons.intersection(sample.throttle_reasons))
+        is_hot = (
+            throttled
+            or temperature >= limits.hot_temperature
+            or utilization >= limits.hot_utilization
+            or sample.memory_ratio >= limits.hot_memory
+        )
+        if uuid in old_melting:
+            is_cool = (
+                not throttled
+                and temperature <= limits.cool_temperature
+                and utilization <= limits.cool_utilization
+            )
+            if not is_cool:
+                melting_since[uuid] = old_melting[uuid]
+                melting += 1
+                hot += 1
+                continue
+            cooling_from = old_cool.get(uuid, now)
+            if now - cooling_from < limits.cool_sustain:
+                melting_since[uuid] = old_melting[uuid]
+                cool_since[uuid] = cooling_from
+                melting += 1
+                hot += 1
+                continue
+        elif is_hot:
+            started = old_hot.get(uuid, now)
+            hot += 1
+            if throttled or now - started >= limits.sustain:
+                melting_since[uuid] = now
+                melting += 1
+            else:
+                hot_since[uuid] = started
+            continue
+        if utilization > limits.warm_utilization:
+            warm += 1
+
+    stale += sum(1 for uuid in observation.lost_gpus if uuid not in seen)
+    for uuid in observation.lost_gpus:
+        _carry_over(uuid, old_hot, old_melting, old_cool, hot_since, melting_since, cool_since)
+    return FleetThermal(
+        phase=_phase(fresh, hot, melting, warm, melt.fleet_fraction),
+        total=fresh + stale,
+        fresh=fresh,
+        hot=hot,
+        melting=melting,
+        stale=stale,
+        warm=warm,
+        max_temperature_celsius=max_temperature if fresh else None,
+        mean_utilization=utilization_sum / fresh if fresh else None,
+        hot_since=hot_since,
+        melting_since=melting_since,
+        cool_since=cool_since,
+    )
+
+
+def _carry_over(
+    uuid: str,
+    old_hot: dict[str, float],
+    old_melting: dict[str, float],
+    old_cool: dict[str, float],
+    hot_since: dict[str, float],
+    melting_since: dict[str, float],
+    cool_since: dict[str, float],
+) -> None:
+    """Keep a stale GPU's memory as it was: no news is not good news."""
+    for old, new in ((old_hot, hot_since), (old_melting, melting_since), (old_cool, cool_since)):
+        if uuid in old:
+            new[uuid] = old[uuid]
+
+
+def _phase(fresh: int, hot: int, melting: int, warm: int, fleet_fraction: float) -> StatePhase:
+    if fresh == 0:
+        return "Unknown"
+    if melting and melting >= fleet_fraction * fresh:
+        return "Melting"
+    if hot:
+        return "Hot"
+    return "Warm" if warm else "Cool"
