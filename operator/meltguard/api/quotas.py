@@ -1,0 +1,182 @@
+"""The quota ConfigMap's documents: ``quotas.json`` (the model) and ``config.yaml`` (its rendering).
+
+The operator writes both keys of the ConfigMap from one :class:`QuotaDocument`; the quota
+service reads ``quotas.json`` back with :func:`parse_quota_document`. Parsing is strict
+(unknown fields, wrong types and inconsistent tiers are refused, with the path of the bad
+field in the message), so a malformed update can be logged and ignored by the reader.
+
+``config.yaml`` is the same limits in envoyproxy/ratelimit's file format: one descriptor per
+tier keyed ``tier``. That service only knows the units second, minute, hour and day, so a
+window that is exactly one of them is copied as is; any other window (``3h``) is expressed
+in the largest unit shorter than it, with ``requests_per_unit = floor(limit x unit / window)``
+so that Envoy never admits more than the limit over the window (at least 1 when the limit
+is at least 1, so a small limit over a long window is not turned into a ban).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+#: Label that marks a ConfigMap holding quotas for the quota service to watch.
+QUOTAS_LABEL = "meltguard.io/quotas"
+#: The two keys of the quota ConfigMap.
+QUOTAS_JSON_KEY = "quotas.json"
+RATELIMIT_CONFIG_KEY = "config.yaml"
+
+#: envoyproxy/ratelimit's units, longest first, with their length in seconds.
+RATELIMIT_UNITS: tuple[tuple[str, int], ...] = (
+    ("day", 86400),
+    ("hour", 3600),
+    ("minute", 60),
+    ("second", 1),
+)
+
+Phase = Literal["Cool", "Warm", "Hot", "Melting", "Unknown"]
+TierName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?$")]
+PolicyRef = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$", max_length=317
+    ),
+]
+
+
+class QuotaDocumentInvalid(ValueError):
+    """A ``quotas.json`` that cannot be used; ``errors`` name each bad field by its path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid quotas.json: " + "; ".join(errors))
+        self.errors = errors
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class QuotaTier(_Strict):
+    """One tier's limit in force. An unlimited tier carries no numbers at all."""
+
+    name: TierName
+    unlimited: bool = False
+    limit: Annotated[int, Field(ge=0)] | None = None
+    baseline: Annotated[int, Field(ge=0)] | None = None
+    window_seconds: Annotated[int, Field(ge=1, le=366 * 86400)] | None = None
+    tightened: bool = False
+
+    @model_validator(mode="after")
+    def _numbers_match_unlimited(self) -> QuotaTier:
+        numbers = {
+            "limit": self.limit,
+            "baseline": self.baseline,
+            "windowSeconds": self.window_seconds,
+        }
+        if self.unlimited:
+            present = [name for name, value in numbers.items() if value is not None]
+            if present or self.tightened:
+                raise ValueError(f"an unlimited tier takes no {', '.join(present) or 'tightened'}")
+        else:
+            missing = [name for name, value in numbers.items() if value is None]
+            if missing:
+                raise ValueError(f"a limited tier needs {', '.join(missing)}")
+        return self
+
+
+class QuotaDocument(_Strict):
+    """``quotas.json``: the limits in force for one policy's tiers, in shed order."""
+
+    policy: PolicyRef
+    observed_generation: Annotated[int, Field(ge=0)] = 0
+    phase: Phase = "Unknown"
+    updated: datetime
+    tiers: Annotated[list[QuotaTier], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _tier_names_unique(self) -> QuotaDocument:
+        names = [tier.name for tier in self.tiers]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"tier names must be unique: {', '.join(duplicated)} repeated")
+        return self
+
+    def tier(self, name: str) -> QuotaTier | None:
+        """The tier called ``name``, or None."""
+        return next((tier for tier in self.tiers if tier.name == name), None)
+
+
+def _error_path(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not part.startswith(("function-", "constrained-")):
+            path += f".{part}" if path else part
+    return path or "(document)"
+
+
+def parse_quota_document(raw: str | bytes) -> QuotaDocument:
+    """Parse and validate ``quotas.json`` text (or its decoded object).
+
+    Raises :class:`QuotaDocumentInvalid` naming every bad field (``tiers[1].limit: ...``).
+    JSON is parsed as JSON (strict types: ``"3"`` is not a limit), timestamps as RFC 3339.
+    """
+    try:
+        return QuotaDocument.model_validate_json(raw)
+    except ValidationError as error:
+        raise QuotaDocumentInvalid(
+            [f"{_error_path(e['loc'])}: {e['msg']}" for e in error.errors()]
+        ) from None
+
+
+def dump_quota_document(document: QuotaDocument) -> str:
+    """``quotas.json`` text: camelCase keys, no null fields, RFC 3339 timestamp."""
+    body = document.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for tier in body["tiers"]:
+        if tier["unlimited"]:
+            del tier["tightened"]
+        else:
+            del tier["unlimited"]
+    return json.dumps(body, indent=2, sort_keys=False) + "\n"
+
+
+def ratelimit_unit(limit: int, window_seconds: int) -> tuple[str, int]:
+    """(unit, requests_per_unit) that envoyproxy/ratelimit can enforce for ``limit`` per window."""
+    for unit, unit_seconds in RATELIMIT_UNITS:
+        if unit_seconds == window_seconds:
+            return unit, limit
+        if unit_seconds < window_seconds:
+            scaled = limit * unit_seconds // window_seconds
+            return unit, max(scaled, 1) if limit >= 1 else 0
+    raise AssertionError("window_seconds >= 1 always matches the unit 'second'")
+
+
+def _descriptor(tier: QuotaTier) -> dict[str, Any]:
+    if tier.unlimited:
+        return {"key": "tier", "value": tier.name, "rate_limit": {"unlimited": True}}
+    assert tier.limit is not None and tier.window_seconds is not None  # validated
+    unit, per_unit = ratelimit_unit(tier.limit, tier.window_seconds)
+    return {
+        "key": "tier",
+        "value": tier.name,
+        "rate_limit": {"unit": unit, "requests_per_unit": per_unit},
+    }
+
+
+def render_ratelimit_config(document: QuotaDocument, domain: str) -> str:
+    """``config.yaml`` for envoyproxy/ratelimit: domain ``domain``, one descriptor per tier."""
+    if not domain.strip():
+        raise ValueError("envoyDomain must not be empty")
+    config = {"domain": domain, "descriptors": [_descriptor(tier) for tier in document.tiers]}
+    header = f"# meltguard: limits of policy {document.policy}, phase {document.phase}\n"
+    return header + yaml.safe_dump(config, sort_keys=False)

@@ -1,0 +1,224 @@
+"""The HTTP shell of the quota service (aiohttp): parse, call :class:`QuotaService`, answer.
+
+Every refusal is JSON ``{"error": "...", "field": "..."}`` naming what is wrong, and happens
+before any counter is touched. A failure inside one request is logged and answered 500; it
+never stops the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ValidationError
+
+from meltguard.quota.limits import UnknownQuota
+from meltguard.quota.openapi import OPENAPI_DOCUMENT
+from meltguard.quota.requests import (
+    MAX_BODY_BYTES,
+    BadRequest,
+    ConsumeRequest,
+    PeekRequest,
+    RefundRequest,
+    bad_request_from,
+)
+from meltguard.quota.service import QuotaAnswer, QuotaService
+from meltguard.quota.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+SERVICE_KEY = web.AppKey("quota_service", QuotaService)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RequestModel = TypeVar("RequestModel", bound=BaseModel)
+
+#: Seconds a client should wait before retrying when the store is failing closed.
+STORE_RETRY_AFTER_SECONDS = 1
+
+
+def error_response(status: int, field: str, message: str, **headers: str) -> web.Response:
+    """The JSON body of every refusal."""
+    return web.json_response({"error": message, "field": field}, status=status, headers=headers)
+
+
+def _endpoint(request: web.Request) -> str:
+    route = request.match_info.route
+    return route.resource.canonical if route.resource is not None else "unmatched"
+
+
+def _http_error(error: web.HTTPException, request: web.Request) -> web.Response:
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(error.allowed_methods))
+        message = f"method {request.method} is not allowed on {request.path} (allowed: {allowed})"
+        return error_response(405, "method", message, Allow=allowed)
+    if isinstance(error, web.HTTPRequestEntityTooLarge):
+        return error_response(413, "body", f"body is larger than {MAX_BODY_BYTES} bytes")
+    if error.status == 404:
+        return error_response(404, "path", f"no such endpoint: {request.path}")
+    return error_response(error.status, "request", error.reason)
+
+
+@web.middleware
+async def answer_errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map refusals to JSON, count them, time every request, and contain crashes."""
+    service = request.app[SERVICE_KEY]
+    endpoint = _endpoint(request)
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    except BadRequest as error:
+        response = error_response(error.status, error.field, str(error))
+    except UnknownQuota as error:
+        response = error_response(404, error.field, str(error))
+    except StoreUnavailable as error:
+        return error_response(
+            503,
+            "store",
+            f"quota store unavailable: {error}",
+            **{"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+        )
+    except web.HTTPException as error:
+        response = _http_error(error, request)
+    except Exception:
+        log.exception("unexpected failure answering %s %s", request.method, request.path)
+        return error_response(500, "server", "internal error (logged by the server)")
+    finally:
+        service.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+    service.metrics.invalid_requests.labels(endpoint, str(response.status)).inc()
+    return response
+
+
+async def read_body(request: web.Request, model: type[RequestModel]) -> RequestModel:
+    """The JSON body as ``model``, or a :class:`BadRequest` naming the problem."""
+    if request.content_type != "application/json":
+        raise BadRequest(
+            "Content-Type",
+            f"Content-Type must be application/json, got {request.content_type!r}",
+            status=415,
+        )
+    raw = await request.read()  # aiohttp refuses bodies over client_max_size with 413
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise bad_request_from(error) from None
+
+
+def answer_body(answer: QuotaAnswer) -> dict[str, Any]:
+    """The JSON fields shared by consume, refund and peek answers."""
+    tier = answer.tier
+    body: dict[str, Any] = {"policy": answer.policy, "tier": tier.name}
+    if answer.allowed is not None:
+        body["allowed"] = answer.allowed
+    if tier.unlimited:
+        body["unlimited"] = True
+    else:
+        body |= {
+            "limit": tier.limit,
+            "baseline": tier.baseline,
+            "windowSeconds": tier.window_seconds,
+        }
+    body["tightened"] = answer.tightened
+    if answer.remaining is not None:
+        body |= {"used": answer.used, "remaining": answer.remaining}
+        body["resetSeconds"] = answer.reset_seconds
+    if answer.replayed:
+        body["replayed"] = True
+    if answer.degraded:
+        body["degraded"] = True
+    return body
+
+
+def ratelimit_headers(answer: QuotaAnswer) -> dict[str, str]:
+    """RateLimit-Policy / RateLimit of draft-ietf-httpapi-ratelimit-headers (-10)."""
+    tier = answer.tier
+    if tier.limit is None or tier.window_seconds is None:
+        return {}
+    headers = {"RateLimit-Policy": f'"{tier.name}";q={tier.limit};w={tier.window_seconds}'}
+    if answer.remaining is not None:
+        headers["RateLimit"] = f'"{tier.name}";r={answer.remaining};t={answer.reset_seconds}'
+    return headers
+
+
+async def consume(request: web.Request) -> web.Response:
+    """POST /v1/consume: 200 allowed, 429 refused, 503 when the store fails closed."""
+    body = await read_body(request, ConsumeRequest)
+    answer = await request.app[SERVICE_KEY].consume(body)
+    headers = ratelimit_headers(answer)
+    status = 200
+    if not answer.allowed:
+        status = 503 if answer.degraded else 429
+        retry_after = STORE_RETRY_AFTER_SECONDS if answer.degraded else answer.reset_seconds
+        headers["Retry-After"] = str(retry_after)
+    return web.json_response(answer_body(answer), status=status, headers=headers)
+
+
+async def refund(request: web.Request) -> web.Response:
+    """POST /v1/refund: 200 with ``refunded`` true exactly once per consumed request."""
+    body = await read_body(request, RefundRequest)
+    result = await request.app[SERVICE_KEY].refund(body)
+    payload = {"refunded": result.refunded, "reason": result.reason, **answer_body(result.answer)}
+    return web.json_response(payload, headers=ratelimit_headers(result.answer))
+
+
+async def peek(request: web.Request) -> web.Response:
+    """GET /v1/quota?policy=&tier=&subject=: the standing, consuming nothing."""
+    query = request.query
+    repeated = sorted(key for key in set(query) if len(query.getall(key)) > 1)
+    if repeated:
+        raise BadRequest(repeated[0], f"query parameter {repeated[0]} is given more than once")
+    try:
+        body = PeekRequest.model_validate(dict(query))
+    except ValidationError as error:
+        raise bad_request_from(error) from None
+    answer = await request.app[SERVICE_KEY].peek(body)
+    return web.json_response(answer_body(answer), headers=ratelimit_headers(answer))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when limits are loaded and the store answers (or the service fails open)."""
+    readiness = await request.app[SERVICE_KEY].readiness()
+    body = {
+        "ready": readiness.ready,
+        "limitsLoaded": readiness.limits_loaded,
+        "store": "ok" if readiness.store_reachable else "unreachable",
+        "onStoreError": readiness.on_store_error,
+    }
+    if readiness.store_error is not None:
+        body["storeError"] = readiness.store_error
+    return web.json_response(body, status=200 if readiness.ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    exposition = request.app[SERVICE_KEY].metrics.exposition()
+    return web.Response(body=exposition, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3 document of this API."""
+    return web.json_response(OPENAPI_DOCUMENT)
+
+
+def create_app(service: QuotaService) -> web.Application:
+    """The aiohttp application serving ``service``; the caller owns the store's lifetime."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[answer_errors_as_json])
+    app[SERVICE_KEY] = service
+    app.router.add_post("/v1/consume", consume)
+    app.router.add_post("/v1/refund", refund)
+    app.router.add_get("/v1/quota", peek, allow_head=False)
+    for path, handler in (
+        ("/healthz", healthz),
+        ("/readyz", readyz),
+        ("/metrics", metrics),
+        ("/openapi.json", openapi),
+    ):
+        app.router.add_get(path, handler, allow_head=False)
+    return app

@@ -1,0 +1,69 @@
+"""``meltguard quota-server``: flags, and wiring the service together (heavy imports in run)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the quota-server flags."""
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    parser.add_argument(
+        "--store",
+        default="memory",
+        help="'memory' (default, one replica) or redis://HOST:PORT/DB (shared, durable)",
+    )
+    limits = parser.add_mutually_exclusive_group(required=True)
+    limits.add_argument(
+        "--limits",
+        metavar="PATH",
+        help="a quotas.json file or a folder of them (reloaded on change)",
+    )
+    limits.add_argument(
+        "--watch-configmaps",
+        metavar="NS",
+        help="watch ConfigMaps labelled meltguard.io/quotas=true in namespace NS",
+    )
+    parser.add_argument(
+        "--on-store-error",
+        choices=("open", "closed"),
+        default="open",
+        help="when the store fails: allow requests (open, default) or refuse them (closed)",
+    )
+    parser.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often --limits files are checked for changes (default 1)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; returns the exit code."""
+    import asyncio
+    import logging
+
+    from meltguard.quota.server import ServerOptions, serve
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "store_url": args.store,
+        "limits_path": args.limits,
+        "watch_namespace": args.watch_configmaps,
+        "on_store_error": args.on_store_error,
+        "reload_interval": args.reload_interval,
+    }
+    try:
+        asyncio.run(serve(ServerOptions(**options)))
+    except ValueError as error:  # bad flag values, named by serve()
+        logging.getLogger("meltguard.quota").error("%s", error)
+        return 2
+    return 0

@@ -1,0 +1,105 @@
+"""Prometheus metrics of the quota service.
+
+Each :class:`QuotaMetrics` owns its registry, so several services (tests, the benchmark) can
+live in one process. :data:`METRIC_NAMES` is read off a fresh registry, so it always matches
+what ``/metrics`` serves.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+#: Latency buckets around the service's target (p99 <= 5 ms), in seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class QuotaMetrics:
+    """The service's metric families, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.decisions = Counter(
+            "meltguard_quota_decisions",
+            "Consume decisions by policy, tier and result "
+            "(allowed, denied, fail_open, fail_closed).",
+            ["policy", "tier", "result"],
+            registry=self.registry,
+        )
+        self.refunds = Counter(
+            "meltguard_quota_refunds",
+            "Refund requests by policy, tier and outcome (refunded or why not).",
+            ["policy", "tier", "outcome"],
+            registry=self.registry,
+        )
+        self.invalid_requests = Counter(
+            "meltguard_quota_invalid_requests",
+            "Requests refused before touching any counter, by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "meltguard_quota_request_duration_seconds",
+            "Time to answer an API request, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "meltguard_quota_store_errors",
+            "Store operations that failed (store unreachable or erroring), by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "meltguard_quota_store_up",
+            "1 when the last store operation succeeded, 0 while the store is failing.",
+            registry=self.registry,
+        )
+        self.fail_open = Gauge(
+            "meltguard_quota_fail_open",
+            "1 when the service allows requests while its store is failing "
+            "(--on-store-error open), 0 when it refuses them.",
+            registry=self.registry,
+        )
+        self.limit = Gauge(
+            "meltguard_quota_limit",
+            "Limit in force per window, by policy and tier (unlimited tiers are absent).",
+            ["policy", "tier"],
+            registry=self.registry,
+        )
+        self.baseline = Gauge(
+            "meltguard_quota_baseline",
+            "The tier's configured limit before any tightening, by policy and tier.",
+            ["policy", "tier"],
+            registry=self.registry,
+        )
+        self.limit_reloads = Counter(
+            "meltguard_quota_limit_reloads",
+            "Limits documents loaded (result=ok) or refused as malformed (result=invalid).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.store_up.set(1)
+
+    def set_limits(self, limits: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """Replace the limit/baseline gauges with ``{(policy, tier): (limit, baseline)}``."""
+        self.limit.clear()
+        self.baseline.clear()
+        for (policy, tier), (limit, baseline) in limits.items():
+            self.limit.labels(policy, tier).set(limit)
+            self.baseline.labels(policy, tier).set(baseline)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every family."""
+        return generate_latest(self.registry)
+
+
+def _family_names(metrics: QuotaMetrics) -> frozenset[str]:
+    names = set()
+    for family in metrics.registry.collect():
+        names.add(family.name + "_total" if family.type == "counter" else family.name)
+    return frozenset(names)
+
+
+#: Family names as served on ``/metrics`` (counters with their ``_total`` suffix).
+METRIC_NAMES: frozenset[str] = _family_names(QuotaMetrics())

@@ -1,0 +1,149 @@
+"""Redis store: counters shared by every replica, atomic through Lua, durable with AOF/RDB.
+
+Consume and refund are each one Lua script (one round trip, atomic on the server): nothing
+is read in Python and written back. Keys are ``meltguard:quota:v1:`` followed by the
+percent-encoded parts joined with ``:``, so no subject string can reach another key.
+
+- counter ``...:c:<policy>:<tier>:<subject>:<windowSeconds>:<windowIndex>``: units used,
+  expiring a little after its window ends;
+- request ``...:r:<policy>:<tier>:<subject>:<requestId>``: a hash of the first answer
+  (``allowed``, ``cost``, ``window``, ``refunded``), kept for one window length.
+"""
+
+from __future__ import annotations
+
+import math
+from urllib.parse import quote
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from meltguard.quota.store import ConsumeOutcome, RefundOutcome, StoreUnavailable, Subject
+from meltguard.quota.windows import Window
+
+KEY_PREFIX = "meltguard:quota:v1"
+#: Counters outlive their window by this much, so a clock skew between replicas and Redis
+#: never drops a counter that a replica still considers current.
+EXPIRY_GRACE_SECONDS = 60
+
+# KEYS[1] counter, KEYS[2] request record (optional)
+# ARGV: cost, limit, counter ttl, request ttl, window tag  ->  {allowed, used, replayed}
+CONSUME_LUA = """
+local cost = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local request = KEYS[2]
+if request then
+  local prior = redis.call('HGET', request, 'allowed')
+  if prior then
+    return {tonumber(prior), tonumber(redis.call('GET', KEYS[1]) or '0'), 1}
+  end
+end
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local allowed = 0
+if used + cost <= limit then
+  used = redis.call('INCRBY', KEYS[1], cost)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  allowed = 1
+end
+if request then
+  redis.call('HSET', request, 'allowed', allowed, 'cost', cost, 'window', ARGV[5], 'refunded', 0)
+  redis.call('EXPIRE', request, ARGV[4])
+end
+return {allowed, used, 0}
+"""
+
+# KEYS[1] counter of the current window, KEYS[2] request record
+# ARGV: current window tag  ->  {reason, used}
+REFUND_LUA = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local record = redis.call('HMGET', KEYS[2], 'allowed', 'cost', 'window', 'refunded')
+if not record[1] then return {'unknown-request', used} end
+if record[1] ~= '1' then return {'not-consumed', used} end
+if record[4] == '1' then return {'already-refunded', used} end
+redis.call('HSET', KEYS[2], 'refunded', 1)
+if record[3] ~= ARGV[1] then return {'window-ended', used} end
+local give = math.min(tonumber(record[2]), used)
+if give > 0 then used = redis.call('DECRBY', KEYS[1], give) end
+return {'refunded', used}
+"""
+
+
+def _key(kind: str, *parts: str | int) -> str:
+    return ":".join([KEY_PREFIX, kind, *(quote(str(part), safe="") for part in parts)])
+
+
+def counter_key(who: Subject, window: Window) -> str:
+    """Redis key of the counter of ``who`` in ``window``."""
+    return _key("c", who.policy, who.tier, who.subject, window.seconds, window.index)
+
+
+def request_key(who: Subject, request_id: str) -> str:
+    """Redis key of the answer given to ``request_id`` of ``who``."""
+    return _key("r", who.policy, who.tier, who.subject, request_id)
+
+
+class RedisStore:
+    """A :class:`~meltguard.quota.store.QuotaStore` in Redis (``redis://host:port/db``).
+
+    Timeouts are short and there is one immediate retry (which reconnects after a Redis
+    restart), so an unreachable Redis costs a request milliseconds, not seconds.
+    """
+
+    def __init__(self, url: str, timeout_seconds: float = 0.5) -> None:
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 1),
+            decode_responses=True,
+        )
+        self._consume = self._client.register_script(CONSUME_LUA)
+        self._refund = self._client.register_script(REFUND_LUA)
+
+    async def consume(
+        self,
+        who: Subject,
+        window: Window,
+        cost: int,
+        limit: int,
+        request_id: str | None,
+        now: float,
+    ) -> ConsumeOutcome:
+        keys = [counter_key(who, window)]
+        if request_id is not None:
+            keys.append(request_key(who, request_id))
+        counter_ttl = math.ceil(window.end - now) + EXPIRY_GRACE_SECONDS
+        args: list[int | str] = [cost, limit, counter_ttl, window.seconds, window.tag]
+        try:
+            allowed, used, replayed = await self._consume(keys=keys, args=args)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"redis consume failed: {error}") from error
+        return ConsumeOutcome(bool(allowed), int(used), bool(replayed))
+
+    async def refund(
+        self, who: Subject, window: Window, request_id: str, now: float
+    ) -> RefundOutcome:
+        keys = [counter_key(who, window), request_key(who, request_id)]
+        try:
+            reason, used = await self._refund(keys=keys, args=[window.tag])
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"redis refund failed: {error}") from error
+        return RefundOutcome(reason, int(used))
+
+    async def used(self, who: Subject, window: Window) -> int:
+        try:
+            value = await self._client.get(counter_key(who, window))
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"redis read failed: {error}") from error
+        return int(value or 0)
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"redis ping failed: {error}") from error
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,201 @@
+"""Quota decisions over a store and the limits in force, free of HTTP.
+
+The service resolves the tier, picks the current window, asks the store, and turns store
+failures into the ``--on-store-error`` answer (``open``: allow, ``closed``: refuse), counting
+each outcome in the metrics. :mod:`meltguard.quota.app` maps the answers to HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from meltguard.api.quotas import QuotaTier
+from meltguard.quota.limits import LimitsRegistry, LimitsTable
+from meltguard.quota.metrics import QuotaMetrics
+from meltguard.quota.requests import ConsumeRequest, PeekRequest, RefundRequest
+from meltguard.quota.store import QuotaStore, RefundReason, StoreUnavailable, Subject
+from meltguard.quota.windows import Window
+
+log = logging.getLogger(__name__)
+
+OnStoreError = Literal["open", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAnswer:
+    """What the service knows about one subject's tier after an operation.
+
+    ``used``/``reset_seconds`` are None for an unlimited tier and when the store failed
+    (``degraded``); ``allowed`` is None for a peek.
+    """
+
+    policy: str
+    tier: QuotaTier
+    allowed: bool | None = None
+    used: int | None = None
+    reset_seconds: int | None = None
+    replayed: bool = False
+    degraded: bool = False
+
+    @property
+    def remaining(self) -> int | None:
+        if self.used is None or self.tier.limit is None:
+            return None
+        return max(0, self.tier.limit - self.used)
+
+    @property
+    def tightened(self) -> bool:
+        """The limit in force is below the tier's baseline (GPUs are melting)."""
+        limit, baseline = self.tier.limit, self.tier.baseline
+        return self.tier.tightened or (
+            limit is not None and baseline is not None and limit < baseline
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundAnswer:
+    """A refund's outcome; ``answer`` holds the counter after it."""
+
+    reason: RefundReason | Literal["unlimited"]
+    answer: QuotaAnswer
+
+    @property
+    def refunded(self) -> bool:
+        return self.reason == "refunded"
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """``ready`` is what ``/readyz`` answers; the rest says why."""
+
+    ready: bool
+    limits_loaded: bool
+    store_reachable: bool
+    on_store_error: OnStoreError
+    store_error: str | None = None
+
+
+class QuotaService:
+    """Consume, refund and peek against ``store`` with the limits of ``registry``.
+
+    ``clock`` returns epoch seconds; tests pass a fake one to cross window boundaries.
+    """
+
+    def __init__(
+        self,
+        registry: LimitsRegistry,
+        store: QuotaStore,
+        metrics: QuotaMetrics,
+        on_store_error: OnStoreError = "open",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.metrics = metrics
+        self.on_store_error = on_store_error
+        self.clock = clock
+        metrics.fail_open.set(1 if on_store_error == "open" else 0)
+        metrics.set_limits(registry.table.limited_tiers())
+        registry.on_change = self.limits_changed
+
+    def limits_changed(self, table: LimitsTable) -> None:
+        """Registry hook: refresh the limit gauges."""
+        self.metrics.set_limits(table.limited_tiers())
+
+    def _store_failed(self, operation: str, error: StoreUnavailable) -> None:
+        log.warning("quota store failed during %s: %s", operation, error)
+        self.metrics.store_errors.labels(operation).inc()
+        self.metrics.store_up.set(0)
+
+    async def consume(self, request: ConsumeRequest) -> QuotaAnswer:
+        """Take ``request.cost`` units of the subject's current window if the limit allows."""
+        tier = self.registry.table.lookup(request.policy, request.tier)
+        base = QuotaAnswer(request.policy, tier)
+        if tier.unlimited:
+            self._count(request, "allowed")
+            return QuotaAnswer(request.policy, tier, allowed=True)
+        assert tier.limit is not None and tier.window_seconds is not None  # validated document
+        now = self.clock()
+        window = Window.containing(now, tier.window_seconds)
+        who = Subject(request.policy, request.tier, request.subject)
+        try:
+            outcome = await self.store.consume(
+                who, window, request.cost, tier.limit, request.request_id, now
+            )
+        except StoreUnavailable as error:
+            self._store_failed("consume", error)
+            allowed = self.on_store_error == "open"
+            self._count(request, "fail_open" if allowed else "fail_closed")
+            return QuotaAnswer(base.policy, tier, allowed=allowed, degraded=True)
+        self.metrics.store_up.set(1)
+        self._count(request, "allowed" if outcome.allowed else "denied")
+        return QuotaAnswer(
+            base.policy,
+            tier,
+            outcome.allowed,
+            outcome.used,
+            window.reset_seconds(now),
+            outcome.replayed,
+        )
+
+    def _count(self, request: ConsumeRequest, result: str) -> None:
+        self.metrics.decisions.labels(request.policy, request.tier, result).inc()
+
+    async def refund(self, request: RefundRequest) -> RefundAnswer:
+        """Give back what ``request.request_id`` took, once (raises StoreUnavailable)."""
+        tier = self.registry.table.lookup(request.policy, request.tier)
+        if tier.unlimited or tier.window_seconds is None:
+            return RefundAnswer("unlimited", QuotaAnswer(request.policy, tier))
+        now = self.clock()
+        window = Window.containing(now, tier.window_seconds)
+        who = Subject(request.policy, request.tier, request.subject)
+        try:
+            outcome = await self.store.refund(who, window, request.request_id, now)
+        except StoreUnavailable as error:
+            self._store_failed("refund", error)
+            raise
+        self.metrics.store_up.set(1)
+        self.metrics.refunds.labels(request.policy, request.tier, outcome.reason).inc()
+        return RefundAnswer(
+            outcome.reason,
+            QuotaAnswer(
+                request.policy, tier, used=outcome.used, reset_seconds=window.reset_seconds(now)
+            ),
+        )
+
+    async def peek(self, request: PeekRequest) -> QuotaAnswer:
+        """The subject's standing without consuming (raises StoreUnavailable)."""
+        tier = self.registry.table.lookup(request.policy, request.tier)
+        if tier.unlimited or tier.window_seconds is None:
+            return QuotaAnswer(request.policy, tier)
+        now = self.clock()
+        window = Window.containing(now, tier.window_seconds)
+        try:
+            used = await self.store.used(
+                Subject(request.policy, request.tier, request.subject), window
+            )
+        except StoreUnavailable as error:
+            self._store_failed("peek", error)
+            raise
+        self.metrics.store_up.set(1)
+        return QuotaAnswer(request.policy, tier, used=used, reset_seconds=window.reset_seconds(now))
+
+    async def readiness(self, timeout_seconds: float = 1.0) -> Readiness:
+        """Ready when limits are loaded and the store answers, or when it fails open."""
+        limits_loaded = bool(self.registry.sources)
+        error: str | None = None
+        try:
+            await asyncio.wait_for(self.store.ping(), timeout_seconds)
+        except (StoreUnavailable, TimeoutError) as failure:
+            error = str(failure) or "store ping timed out"
+            self._store_failed("ping", StoreUnavailable(error))
+        else:
+            self.metrics.store_up.set(1)
+        reachable = error is None
+        ready = limits_loaded and (reachable or self.on_store_error == "open")
+        return Readiness(ready, limits_loaded, reachable, self.on_store_error, error)

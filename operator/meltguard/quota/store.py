@@ -1,0 +1,87 @@
+"""The store interface: atomic per-subject counters with idempotent consume and refund.
+
+A store keeps, per (policy, tier, subject, window), the units used, and per request id the
+answer given, so a retried request gets its first answer again and a refund gives back
+exactly what that request took, once. Each operation is one atomic step in the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from meltguard.quota.windows import Window
+
+RefundReason = Literal[
+    "refunded", "unknown-request", "not-consumed", "already-refunded", "window-ended"
+]
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached or failed; the caller applies --on-store-error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whose counter: one subject of one tier of one policy."""
+
+    policy: str
+    tier: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeOutcome:
+    """``allowed``: whether the units were taken; ``used``: units used in the window now;
+    ``replayed``: the request id was seen before and this is its first answer again."""
+
+    allowed: bool
+    used: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOutcome:
+    """``refunded`` is True only for the one call that gave the units back."""
+
+    reason: RefundReason
+    used: int
+
+    @property
+    def refunded(self) -> bool:
+        return self.reason == "refunded"
+
+
+class QuotaStore(Protocol):
+    """Counters behind the quota service. ``now`` is epoch seconds, passed in by the caller."""
+
+    async def consume(
+        self,
+        who: Subject,
+        window: Window,
+        cost: int,
+        limit: int,
+        request_id: str | None,
+        now: float,
+    ) -> ConsumeOutcome:
+        """Take ``cost`` units if ``used + cost <= limit``; remember the answer for ``request_id``
+        (for at least one window length) and replay it for a retry instead of counting again."""
+        ...
+
+    async def refund(
+        self, who: Subject, window: Window, request_id: str, now: float
+    ) -> RefundOutcome:
+        """Give back what ``request_id`` took, once, if its window is still the current one."""
+        ...
+
+    async def used(self, who: Subject, window: Window) -> int:
+        """Units used in ``window`` (0 when nothing was counted)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the store answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
