@@ -88,17 +88,22 @@ class RedisStore:
     """A :class:`~meltguard.quota.store.QuotaStore` in Redis (``redis://host:port/db``).
 
     Timeouts are short and there is one immediate retry (which reconnects after a Redis
-    restart), so an unreachable Redis costs a request milliseconds, not seconds.
+    restart), so an unreachable Redis costs a request milliseconds, not seconds. At most
+    ``max_connections`` are opened; a burst beyond that waits for a free one (up to the
+    timeout) instead of failing.
     """
 
-    def __init__(self, url: str, timeout_seconds: float = 0.5) -> None:
-        self._client = aioredis.Redis.from_url(
+    def __init__(self, url: str, timeout_seconds: float = 0.5, max_connections: int = 64) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_seconds,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             retry=Retry(NoBackoff(), 1),
             decode_responses=True,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._consume = self._client.register_script(CONSUME_LUA)
         self._refund = self._client.register_script(REFUND_LUA)
 
@@ -146,4 +151,4 @@ class RedisStore:
             raise StoreUnavailable(f"redis ping failed: {error}") from error
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
