@@ -57,7 +57,7 @@ def _http_error(error: web.HTTPException, request: web.Request) -> web.Response:
     if isinstance(error, web.HTTPRequestEntityTooLarge):
         return error_response(413, "body", f"body is larger than {MAX_BODY_BYTES} bytes")
     if error.status == 404:
-        return error_response(404, "path", f"no such endpoint: {request.path}")
+        return error_response(404, "path", f"no such path: {request.path}")
     return error_response(error.status, "request", error.reason)
 
 
