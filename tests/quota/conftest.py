@@ -24,6 +24,7 @@ from meltguard.quota.metrics import QuotaMetrics
 from meltguard.quota.redis_store import RedisStore
 from meltguard.quota.service import OnStoreError, QuotaService
 from meltguard.quota.store import QuotaStore
+from prometheus_client import CollectorRegistry
 
 POLICY = "inference/imagegen"
 REDIS_SERVER = shutil.which("redis-server")
@@ -217,6 +218,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     yield session
     await session.close()
+
+
+def metric_total(registry: CollectorRegistry, sample_name: str) -> float:
+    """Sum of every sample called ``sample_name`` (all label sets) in ``registry``."""
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == sample_name
+    )
 
 
 async def consume(

@@ -1,0 +1,106 @@
+"""Redis restarts lose no count; an unreachable Redis is answered by --on-store-error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+from meltguard.quota.redis_store import RedisStore
+from meltguard.quota.service import OnStoreError
+
+from .conftest import (
+    FakeClock,
+    RedisServer,
+    consume,
+    free_port,
+    needs_redis,
+    peek,
+    refund,
+    start_quota_server,
+)
+
+pytestmark = [pytest.mark.slow, needs_redis]
+
+
+async def test_killing_and_restarting_redis_and_the_server_loses_no_count(
+    tmp_path: Path, clock: FakeClock, http: aiohttp.ClientSession
+) -> None:
+    redis_server = RedisServer(free_port(), tmp_path)
+    redis_server.start()
+    try:
+        server = await start_quota_server(RedisStore(redis_server.url), clock)
+        await consume(http, server.url, cost=2, requestId="before")
+        await consume(http, server.url, subject="user-2", tier="plus", cost=7)
+        await server.close()
+        redis_server.kill()
+        redis_server.start()
+        server = await start_quota_server(RedisStore(redis_server.url), clock)
+        assert (await peek(http, server.url))["used"] == 2
+        assert (await peek(http, server.url, "user-2", "plus"))["used"] == 7
+        status, body, _ = await consume(http, server.url, requestId="before")
+        assert (status, body["replayed"], body["used"]) == (200, True, 2)
+        assert (await refund(http, server.url, "before"))["used"] == 0
+        await server.close()
+    finally:
+        redis_server.kill()
+
+
+async def test_a_running_server_reconnects_after_redis_restarts(
+    tmp_path: Path, clock: FakeClock, http: aiohttp.ClientSession
+) -> None:
+    redis_server = RedisServer(free_port(), tmp_path)
+    redis_server.start()
+    server = await start_quota_server(RedisStore(redis_server.url), clock, "closed")
+    try:
+        await consume(http, server.url)
+        redis_server.kill()
+        status, body, headers = await consume(http, server.url)
+        assert (status, body["allowed"], body["degraded"]) == (503, False, True)
+        assert headers["Retry-After"] == "1"
+        redis_server.start()
+        status, body, _ = await consume(http, server.url)
+        assert (status, body["used"]) == (200, 2)
+    finally:
+        await server.close()
+        redis_server.kill()
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+async def test_unreachable_redis_follows_on_store_error_and_readyz_says_so(
+    mode: OnStoreError, clock: FakeClock, http: aiohttp.ClientSession
+) -> None:
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    server = await start_quota_server(RedisStore(nobody, timeout_seconds=0.2), clock, mode)
+    try:
+        status, body, _ = await consume(http, server.url)
+        if mode == "open":
+            assert (status, body["allowed"], body["degraded"]) == (200, True, True)
+        else:
+            assert (status, body["allowed"], body["degraded"]) == (503, False, True)
+        assert "remaining" not in body
+        unlimited = await consume(http, server.url, tier="pro")
+        assert unlimited[0] == 200  # unlimited tiers never touch the store
+        async with http.get(
+            f"{server.url}/v1/quota",
+            params={"policy": "inference/imagegen", "tier": "free", "subject": "u"},
+        ) as response:
+            assert response.status == 503
+            assert (await response.json())["field"] == "store"
+        async with http.get(f"{server.url}/readyz") as response:
+            readiness = await response.json()
+            assert response.status == (200 if mode == "open" else 503)
+        assert readiness["store"] == "unreachable"
+        assert readiness["onStoreError"] == mode
+        assert "storeError" in readiness
+        async with http.get(f"{server.url}/healthz") as response:
+            assert response.status == 200
+        async with http.get(f"{server.url}/metrics") as response:
+            text = await response.text()
+        assert "meltguard_quota_store_up 0.0" in text
+        assert f"meltguard_quota_fail_open {1.0 if mode == 'open' else 0.0}" in text
+        result = "fail_open" if mode == "open" else "fail_closed"
+        assert f'result="{result}"' in text
+        assert 'meltguard_quota_store_errors_total{operation="consume"} 1.0' in text
+    finally:
+        await server.close()
