@@ -95,8 +95,12 @@ def test_validation_catches_a_misspelled_field(helm: Helm) -> None:
 
 
 def test_kopf_peering_object_is_checked_against_its_crd() -> None:
-    bad = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "x"},
-           "status": "not-an-object"}
+    bad = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": {"name": "x"},
+        "status": "not-an-object",
+    }
     with pytest.raises(jsonschema.ValidationError):
         validate_manifest(bad, KUBE_VERSIONS[0])
 
@@ -151,15 +155,15 @@ def test_operator_deployment_recreates_and_probes_kopf_liveness(helm: Helm) -> N
 
 def test_operator_watches_listed_namespaces_only(helm: Helm) -> None:
     docs = helm.template(settings=["operator.watchNamespaces={a,b}"])
-    args = one(docs, "Deployment", "meltguard-operator")["spec"]["template"]["spec"][
-        "containers"
-    ][0]["args"]
+    args = one(docs, "Deployment", "meltguard-operator")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
     assert "--namespace=a" in args and "--namespace=b" in args
     assert "--all-namespaces" not in args
 
 
 def test_exporter_daemonset_matches_the_policy_default_selector(helm: Helm) -> None:
-    """DESIGN.md: telemetry.exporter.selector defaults to app.kubernetes.io/name=meltguard-exporter."""
+    """DESIGN.md: a policy's exporter selector defaults to name=meltguard-exporter."""
     daemonset = one(helm.template(), "DaemonSet", "meltguard-exporter")
     labels = daemonset["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/name"] == "meltguard-exporter"
@@ -182,7 +186,9 @@ def test_exporter_daemonset_matches_the_policy_default_selector(helm: Helm) -> N
 
 
 def one_mount(container: dict[str, Any], name: str) -> dict[str, Any]:
-    mounts = [m for m in container.get("volumeMounts", []) if m["name"] == name]
+    mounts: list[dict[str, Any]] = [
+        m for m in container.get("volumeMounts", []) if m["name"] == name
+    ]
     assert len(mounts) == 1, f"{container['name']} mounts {name} {len(mounts)} times"
     return mounts[0]
 
@@ -227,7 +233,9 @@ def test_quota_server_defaults_to_memory_and_watches_the_release_namespace(helm:
 
 def test_redis_url_from_values_is_kept_in_a_secret(helm: Helm) -> None:
     url = "redis://:s3cret@redis:6379/0"
-    docs = helm.template(settings=["quotaServer.store.type=redis", f"quotaServer.store.redis.url={url}"])
+    docs = helm.template(
+        settings=["quotaServer.store.type=redis", f"quotaServer.store.redis.url={url}"]
+    )
     secret = one(docs, "Secret", "meltguard-quota-server")
     assert secret["stringData"]["url"] == url
     container = quota_container(docs)
@@ -258,8 +266,12 @@ def test_quota_limits_from_mounted_configmaps(helm: Helm) -> None:
     spec = one(docs, "Deployment", "meltguard-quota-server")["spec"]["template"]["spec"]
     sources = spec["volumes"][0]["projected"]["sources"]
     assert sources == [
-        {"configMap": {"name": "imagegen-quotas",
-                       "items": [{"key": "quotas.json", "path": "imagegen-quotas.json"}]}}
+        {
+            "configMap": {
+                "name": "imagegen-quotas",
+                "items": [{"key": "quotas.json", "path": "imagegen-quotas.json"}],
+            }
+        }
     ]
     assert spec["automountServiceAccountToken"] is False
     assert find(docs, "Role") == []
@@ -290,7 +302,9 @@ def test_network_policies_admit_only_the_configured_peers(helm: Helm) -> None:
     docs = helm.template([CHART_DIR / "ci" / "production-values.yaml"])
     policies = {d["metadata"]["name"]: d["spec"] for d in find(docs, "NetworkPolicy")}
     assert set(policies) == {"meltguard-operator", "meltguard-exporter", "meltguard-quota-server"}
-    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
     gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
     assert policies["meltguard-operator"]["ingress"] == [
         {"ports": [{"port": 8000, "protocol": "TCP"}], "from": [monitoring]}
@@ -312,8 +326,9 @@ def test_image_by_digest(helm: Helm) -> None:
 
 
 def test_notes_tell_the_next_step(helm: Helm) -> None:
-    notes = helm.run("install", "meltguard", str(CHART_DIR), "--dry-run=client",
-                     "--namespace", NAMESPACE)
+    notes = helm.run(
+        "install", "meltguard", str(CHART_DIR), "--dry-run=client", "--namespace", NAMESPACE
+    )
     assert "kubectl apply -f" in notes
     assert "kubectl get imagequotapolicies" in notes
     assert "/v1/consume" in notes

@@ -1,0 +1,120 @@
+"""The rendered RBAC grants the operator exactly the API calls it makes (API_CALLS), no more."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from meltguard.k8s.rbac import API_CALLS, ApiCall
+
+from .helm import NAMESPACE, REPO_ROOT, Helm, find, one
+
+#: (namespace or "" for cluster-wide, apiGroup, resource, verb)
+Grant = tuple[str, str, str, str]
+OPERATOR_SA = ("ServiceAccount", "meltguard-operator", NAMESPACE)
+
+
+def load_sync() -> ModuleType:
+    """charts/sync.py, the generator of files/rbac-rules.yaml and the chart's CRD copies."""
+    spec = importlib.util.spec_from_file_location("chart_sync", REPO_ROOT / "charts" / "sync.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rule_grants(namespace: str, rules: Iterable[dict[str, Any]]) -> set[Grant]:
+    return {
+        (namespace, group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def bound_to(binding: dict[str, Any], subject: tuple[str, str, str]) -> bool:
+    return any(
+        (s["kind"], s["name"], s.get("namespace")) == subject for s in binding.get("subjects", [])
+    )
+
+
+def operator_grants(docs: list[dict[str, Any]]) -> set[Grant]:
+    """Everything the operator's ServiceAccount may do, through every binding rendered."""
+    roles = {("", d["metadata"]["name"]): d for d in find(docs, "ClusterRole")}
+    roles |= {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in find(docs, "Role")}
+    grants: set[Grant] = set()
+    for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding"):
+        if not bound_to(binding, OPERATOR_SA):
+            continue
+        namespace = binding["metadata"].get("namespace", "")
+        ref = binding["roleRef"]
+        role = roles[("" if ref["kind"] == "ClusterRole" else namespace, ref["name"])]
+        grants |= rule_grants(namespace, role["rules"])
+    return grants
+
+
+def expected_grants(namespaces: Iterable[str]) -> set[Grant]:
+    """API_CALLS granted in ``namespaces`` ("" = cluster-wide); cluster-scoped ones cluster-wide."""
+    grants: set[Grant] = set()
+    for call in API_CALLS:
+        scopes = [""] if call.cluster_scoped else namespaces
+        grants |= {(ns, call.group, call.resource, verb) for ns in scopes for verb in call.verbs}
+    return grants
+
+
+def test_all_namespaces_mode_grants_exactly_the_api_calls(helm: Helm) -> None:
+    assert operator_grants(helm.template()) == expected_grants([""])
+
+
+def test_listed_namespaces_get_roles_with_exactly_the_api_calls(helm: Helm) -> None:
+    docs = helm.template(settings=["operator.watchNamespaces={inference,batch}"])
+    assert operator_grants(docs) == expected_grants(["inference", "batch"])
+    cluster_role = one(docs, "ClusterRole", "meltguard-operator")
+    assert rule_grants("", cluster_role["rules"]) == expected_grants([]), "only cluster-scoped"
+
+
+@pytest.mark.parametrize("settings", [[], ["operator.watchNamespaces={inference}"]])
+def test_no_wildcards_and_no_secrets_anywhere(helm: Helm, settings: list[str]) -> None:
+    docs = helm.template(settings=settings)
+    for role in find(docs, "ClusterRole") + find(docs, "Role"):
+        for rule in role["rules"]:
+            fields = rule["apiGroups"] + rule["resources"] + rule["verbs"]
+            assert "*" not in fields, role["metadata"]["name"]
+            assert "secrets" not in rule["resources"], role["metadata"]["name"]
+            assert "nonResourceURLs" not in rule, role["metadata"]["name"]
+
+
+def test_quota_server_may_only_read_configmaps(helm: Helm) -> None:
+    docs = helm.template()
+    role = one(docs, "Role", "meltguard-quota-server")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rule_grants(NAMESPACE, role["rules"]) == {
+        (NAMESPACE, "", "configmaps", verb) for verb in ("get", "list", "watch")
+    }
+    binding = one(docs, "RoleBinding", "meltguard-quota-server")
+    assert bound_to(binding, ("ServiceAccount", "meltguard-quota-server", NAMESPACE))
+
+
+def test_exporter_gets_no_api_access(helm: Helm) -> None:
+    docs = helm.template()
+    for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding"):
+        assert not any("exporter" in s["name"] for s in binding["subjects"])
+
+
+def test_rules_file_is_generated_from_api_calls() -> None:
+    sync = load_sync()
+    assert sync.stale_files() == []
+
+
+def test_rules_file_follows_a_change_of_api_calls() -> None:
+    """The generator is not a fixed text: one more call shows up in its output."""
+    sync = load_sync()
+    extra = ApiCall("batch", "jobs", ("get",))
+    rendered = sync.render_rbac_rules((*API_CALLS, extra))
+    assert rendered != sync.render_rbac_rules()
+    assert "- jobs" in rendered
