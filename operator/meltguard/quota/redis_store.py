@@ -89,15 +89,21 @@ class RedisStore:
 
     Timeouts are short and there is one immediate retry (which reconnects after a Redis
     restart), so an unreachable Redis costs a request milliseconds, not seconds. At most
-    ``max_connections`` are opened; a burst beyond that waits for a free one (up to the
-    timeout) instead of failing.
+    ``max_connections`` are opened; a burst beyond that queues for a free one, up to
+    ``queue_seconds`` (a queue is load, not a store failure, so it gets longer).
     """
 
-    def __init__(self, url: str, timeout_seconds: float = 0.5, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_seconds: float = 0.5,
+        max_connections: int = 64,
+        queue_seconds: float = 10.0,
+    ) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_seconds,
+            timeout=queue_seconds,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             retry=Retry(NoBackoff(), 1),
