@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 import redis
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+
 from meltguard.api.quotas import parse_quota_document
 from meltguard.quota.app import create_app
 from meltguard.quota.limits import LimitsRegistry
@@ -24,7 +26,6 @@ from meltguard.quota.metrics import QuotaMetrics
 from meltguard.quota.redis_store import RedisStore
 from meltguard.quota.service import OnStoreError, QuotaService
 from meltguard.quota.store import QuotaStore
-from prometheus_client import CollectorRegistry
 
 POLICY = "inference/imagegen"
 REDIS_SERVER = shutil.which("redis-server")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+
 from meltguard.quota.memory_store import MemoryStore
 from meltguard.quota.redis_store import RedisStore
 

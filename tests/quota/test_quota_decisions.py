@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import pytest
+
 from meltguard.quota.redis_store import RedisStore
 
 from .conftest import (

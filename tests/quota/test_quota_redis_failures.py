@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
 from meltguard.quota.redis_store import RedisStore
 from meltguard.quota.service import OnStoreError
 
