@@ -18,8 +18,9 @@ from meltguard.api.models import PolicySpec
 from meltguard.core.observation import Observation
 from meltguard.core.quotas import QuotaChange, QuotaStep, step_quotas
 from meltguard.core.replicas import (
+    WITHIN_RANGE,
     Limited,
-    apply_rate_limits,
+    bound,
     remember_recommendation,
     remember_scale,
     scale_up_limit,
@@ -28,9 +29,6 @@ from meltguard.core.replicas import (
 )
 from meltguard.core.state import ControllerState, Recommendation, StatePhase
 from meltguard.core.thermal import FleetThermal, assess_fleet
-
-#: Reasons under which the replica count is exactly what the metrics ask for.
-UNLIMITED_REASONS = frozenset({"DesiredWithinRange", "ReadyForNewScale"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +146,7 @@ def decide(
         }
     )
     tiers = _tier_quotas(spec, quota_step)
-    limited = None if replicas.reason in UNLIMITED_REASONS else replicas.reason
+    limited = None if replicas.reason == WITHIN_RANGE else replicas.reason
     return Decision(
         state=next_state,
         phase=thermal.phase,
@@ -195,10 +193,8 @@ def _recommend_replicas(
     history = remember_recommendation(state.recommendations, recommended, scaling, now)
     proposal = stabilize(current, recommended, state.recommendations, scaling, now)
     proposal = _meltguard_holds(proposal, current, pending, thermal)
-    limited = apply_rate_limits(current, proposal.replicas, state.scale_events, scaling,
-                                spec.min_replicas, spec.max_replicas, now)
-    if limited.reason in UNLIMITED_REASONS and proposal.replicas == limited.replicas:
-        limited = proposal
+    limited = bound(current, proposal, state.scale_events, scaling, spec.min_replicas,
+                    spec.max_replicas, now)
     return limited, history
 
 
@@ -217,8 +213,6 @@ def _meltguard_holds(proposal: Limited, current: int, pending: int,
     if proposal.replicas > current and pending:
         return Limited(current, "NoGPUCapacity",
                        f"{pending} pods are Pending for lack of GPUs: adding no more replicas")
-    if proposal.reason == "ScaleUpStabilized" or proposal.reason == "ScaleDownStabilized":
-        return Limited(proposal.replicas, "StabilizationWindow", proposal.message)
     return proposal
 
 

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from meltguard.api.models import ScalingRules, ScalingSpec
 from meltguard.core.state import Recommendation, ScaleEvent
 
+#: The reason when nothing (window, step, bound) changed the metrics' recommendation.
+WITHIN_RANGE = "DesiredWithinRange"
+
 
 @dataclass(frozen=True, slots=True)
 class Limited:
@@ -36,7 +39,8 @@ def usage_recommendation(
 ) -> int:
     """HPA's metric recommendation: scale so mean utilization meets the target."""
     usage_ratio = utilization / (target_utilization_percent / 100)
-    if abs(usage_ratio - 1.0) <= tolerance_percent / 100:
+    # rounded so that float noise (0.77 / 0.7 = 1.1000000000000003) cannot cross the tolerance
+    if round(abs(usage_ratio - 1.0), 9) <= tolerance_percent / 100:
         return current
     return math.ceil(usage_ratio * current)
 
@@ -59,12 +63,10 @@ def stabilize(
             down_bound = max(down_bound, past.replicas)
     stabilized = min(max(current, up_bound), down_bound)
     if stabilized == recommended:
-        return Limited(stabilized, "ReadyForNewScale", "recommended size matches current size")
-    if recommended > current:
-        return Limited(stabilized, "ScaleUpStabilized",
-                       "recent recommendations were lower than the current one, holding scale up")
-    return Limited(stabilized, "ScaleDownStabilized",
-                   "recent recommendations were higher than the current one, holding scale down")
+        return Limited(stabilized, WITHIN_RANGE, "the desired count is within range")
+    direction = "up" if recommended > current else "down"
+    return Limited(stabilized, "StabilizationWindow",
+                   f"holding scale {direction}: recent recommendations bound it to {stabilized}")
 
 
 def remember_recommendation(
@@ -146,7 +148,23 @@ def apply_rate_limits(
                                                   " minimum replica count")
         if desired < floor:
             return reason
-    return Limited(desired, "DesiredWithinRange", "the desired count is within range")
+    return Limited(desired, WITHIN_RANGE, "the desired count is within range")
+
+
+def bound(
+    current: int,
+    proposal: Limited,
+    events: Sequence[ScaleEvent],
+    scaling: ScalingSpec,
+    min_replicas: int,
+    max_replicas: int,
+    now: float,
+) -> Limited:
+    """Rate limits and bounds on a proposal, keeping the proposal's reason when they bind not."""
+    limited = apply_rate_limits(
+        current, proposal.replicas, events, scaling, min_replicas, max_replicas, now
+    )
+    return proposal if limited.replicas == proposal.replicas else limited
 
 
 def remember_scale(events: Sequence[ScaleEvent], delta: int, scaling: ScalingSpec,
@@ -178,6 +196,4 @@ def hpa_replicas(
         current, utilization, scaling.target_utilization_percent, scaling.tolerance_percent
     )
     stabilized = stabilize(current, recommended, history, scaling, now)
-    return apply_rate_limits(
-        current, stabilized.replicas, events, scaling, min_replicas, max_replicas, now
-    )
+    return bound(current, stabilized, events, scaling, min_replicas, max_replicas, now)

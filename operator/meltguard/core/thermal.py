@@ -86,6 +86,12 @@ def assess_fleet(
     fleet on every tick (``bench/decide.py`` measures it).
     """
     limits = _Thresholds.of(melt, target_utilization_percent)
+    # thresholds in locals: this loop runs for every GPU of the fleet on every tick
+    hot_temperature, hot_utilization = limits.hot_temperature, limits.hot_utilization
+    hot_memory, melt_reasons = limits.hot_memory, limits.throttle_reasons
+    cool_temperature, cool_utilization = limits.cool_temperature, limits.cool_utilization
+    sustain, cool_sustain = limits.sustain, limits.cool_sustain
+    warm_utilization = limits.warm_utilization
     old_hot, old_melting, old_cool = previous.hot_since, previous.melting_since, previous.cool_since
     hot_since: dict[str, float] = {}
     melting_since: dict[str, float] = {}
@@ -94,11 +100,9 @@ def assess_fleet(
     fresh = hot = melting = warm = stale = 0
     utilization_sum = 0.0
     max_temperature = float("-inf")
-    seen: set[str] = set()
 
     for sample in observation.samples:
         uuid = sample.uuid
-        seen.add(uuid)
         if not sample.up or sample.sampled_at < oldest_fresh:
             stale += 1
             _carry_over(uuid, old_hot, old_melting, old_cool, hot_since, melting_since, cool_since)
@@ -109,46 +113,43 @@ def assess_fleet(
         utilization_sum += utilization
         if temperature > max_temperature:
             max_temperature = temperature
-        throttled = bool(limits.throttle_reasons.intersection(sample.throttle_reasons))
-        is_hot = (
-            throttled
-            or temperature >= limits.hot_temperature
-            or utilization >= limits.hot_utilization
-            or sample.memory_ratio >= limits.hot_memory
-        )
+        reasons = sample.throttle_reasons
+        throttled = bool(reasons) and not melt_reasons.isdisjoint(reasons)
         if uuid in old_melting:
-            is_cool = (
-                not throttled
-                and temperature <= limits.cool_temperature
-                and utilization <= limits.cool_utilization
-            )
-            if not is_cool:
+            if throttled or temperature > cool_temperature or utilization > cool_utilization:
                 melting_since[uuid] = old_melting[uuid]
                 melting += 1
                 hot += 1
                 continue
             cooling_from = old_cool.get(uuid, now)
-            if now - cooling_from < limits.cool_sustain:
+            if now - cooling_from < cool_sustain:
                 melting_since[uuid] = old_melting[uuid]
                 cool_since[uuid] = cooling_from
                 melting += 1
                 hot += 1
                 continue
-        elif is_hot:
+        elif (
+            throttled
+            or temperature >= hot_temperature
+            or utilization >= hot_utilization
+            or sample.memory_used_bytes >= hot_memory * sample.memory_total_bytes > 0
+        ):
             started = old_hot.get(uuid, now)
             hot += 1
-            if throttled or now - started >= limits.sustain:
+            if throttled or now - started >= sustain:
                 melting_since[uuid] = now
                 melting += 1
             else:
                 hot_since[uuid] = started
             continue
-        if utilization > limits.warm_utilization:
+        if utilization > warm_utilization:
             warm += 1
 
-    stale += sum(1 for uuid in observation.lost_gpus if uuid not in seen)
-    for uuid in observation.lost_gpus:
-        _carry_over(uuid, old_hot, old_melting, old_cool, hot_since, melting_since, cool_since)
+    if observation.lost_gpus:
+        sampled = {sample.uuid for sample in observation.samples}
+        for uuid in observation.lost_gpus - sampled:
+            stale += 1
+            _carry_over(uuid, old_hot, old_melting, old_cool, hot_since, melting_since, cool_since)
     return FleetThermal(
         phase=_phase(fresh, hot, melting, warm, melt.fleet_fraction),
         total=fresh + stale,

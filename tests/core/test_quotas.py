@@ -1,0 +1,83 @@
+"""AIMD quota steps in shed order, with worked numbers."""
+
+from __future__ import annotations
+
+from meltguard.api.models import PolicySpec
+from meltguard.core.quotas import QuotaChange, limits_in_force, step_quotas
+from meltguard.core.state import TierLimit
+
+from .conftest import NOW, make_spec
+
+
+def limits(**values: int) -> list[TierLimit]:
+    return [TierLimit(name=name, limit=limit) for name, limit in values.items()]
+
+
+def test_tightens_first_tier_by_factor_down_to_floor_then_next(spec: PolicySpec) -> None:
+    memory: list[TierLimit] = []
+    changes = []
+    last = None
+    for minute in range(6):
+        now = NOW + 60 * minute
+        step = step_quotas(spec.quotas, memory, "Melting", True, None, last, now)
+        memory = list(step.limits)
+        if step.change:
+            changes.append(step.change)
+            last = now
+    assert changes == [
+        QuotaChange("free", 3, 1, "tighten"),
+        QuotaChange("free", 1, 0, "tighten"),
+        QuotaChange("plus", 200, 100, "tighten"),
+        QuotaChange("plus", 100, 50, "tighten"),
+    ]
+    assert memory == limits(free=0, plus=50)
+
+
+def test_tighten_waits_for_its_interval(spec: PolicySpec) -> None:
+    step = step_quotas(spec.quotas, limits(free=1, plus=200), "Melting", True, None, NOW - 59,
+                       NOW)
+    assert step.change is None
+
+
+def test_no_tighten_while_scaling_can_still_help_or_not_melting(spec: PolicySpec) -> None:
+    assert step_quotas(spec.quotas, [], "Melting", False, None, None, NOW).change is None
+    assert step_quotas(spec.quotas, [], "Hot", True, None, None, NOW).change is None
+
+
+def test_relax_gives_back_last_tightened_tier_first_in_steps_of_baseline_share() -> None:
+    spec = make_spec()  # relax 25 % every 300 s
+    memory = limits(free=0, plus=50)
+    calm_since = NOW - 300
+    changes = []
+    last = NOW - 300
+    for step_index in range(8):
+        now = NOW + 300 * step_index
+        step = step_quotas(spec.quotas, memory, "Cool", False, calm_since, last, now)
+        memory = list(step.limits)
+        if step.change:
+            changes.append((step.change.tier, step.change.new))
+            last = now
+    # plus: 50 -> 100 -> 150 -> 200 (25 % of 200 = 50), then free: +1 each (25 % of 3 -> 1)
+    assert changes == [("plus", 100), ("plus", 150), ("plus", 200), ("free", 1), ("free", 2),
+                       ("free", 3)]
+
+
+def test_relax_waits_for_calm_to_last_an_interval(spec: PolicySpec) -> None:
+    memory = limits(free=0, plus=200)
+    assert step_quotas(spec.quotas, memory, "Warm", False, NOW - 299, None, NOW).change is None
+    relaxed = step_quotas(spec.quotas, memory, "Warm", False, NOW - 300, None, NOW).change
+    assert relaxed == QuotaChange("free", 0, 1, "relax")
+
+
+def test_telemetry_loss_holds_or_tightens_as_configured() -> None:
+    hold = make_spec()
+    assert step_quotas(hold.quotas, [], "Unknown", False, None, None, NOW).change is None
+    tighten = make_spec(quotas={**hold.quotas.model_dump(by_alias=True),
+                                "onTelemetryLoss": "tighten"})
+    change = step_quotas(tighten.quotas, [], "Unknown", False, None, None, NOW).change
+    assert change == QuotaChange("free", 3, 1, "tighten")
+
+
+def test_edited_baseline_clamps_the_limit_in_force(spec: PolicySpec) -> None:
+    assert limits_in_force(spec.quotas.tiers, limits(free=10, plus=20)) == limits(free=3,
+                                                                                  plus=50)
