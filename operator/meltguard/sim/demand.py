@@ -1,0 +1,172 @@
+"""Users asking for images, and the quota checks the quota service applies to them.
+
+Model (all counts are users or images; times in seconds from the start of the simulation):
+
+* Sessions start as a Poisson process per tier. The rate is ``dailyUsers / 86400`` shaped by
+  a daily cosine (mean 1, ``troughRatio`` between the quietest and the busiest hour), plus the
+  surge: ``newUsers`` within ``hours`` (rising over ``rampHours``, then steady), then interest
+  decaying exponentially with ``decayHours`` as time constant, split between tiers by
+  ``tierShares``. Arrivals are drawn once per scenario and seed, so every strategy meets the
+  very same users.
+* A user in session asks for one image every ``thinkSeconds`` on average (each step a user
+  asks with probability ``1 - exp(-step / thinkSeconds)``). After each image it wants
+  another with probability ``1 - 1 / imagesPerSession`` (geometric, mean
+  ``imagesPerSession``), else the session ends.
+* Each request is checked like the quota service does: a user who has made ``k`` images in
+  the tier's current window is allowed while ``k < limit`` (the limit in force, which the
+  strategy may have tightened below the tier's baseline). Windows are fixed, aligned to the
+  start of the simulation. A refused user gives up for the session with probability
+  ``giveUpProbability``, else asks again later. A unit of quota is spent when the request is
+  admitted (an image that later times out is not refunded), and each session is a new user.
+
+Users are kept as counts per (tier, images made in the window), so a million users cost no
+more than a thousand: one vector of buckets, updated with a few binomial draws per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from meltguard.api.models import TierSpec
+from meltguard.sim.scenario import Scenario
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+#: Stand-in limit for unlimited tiers: above any bucket index.
+_NO_LIMIT = np.iinfo(np.int64).max
+
+
+def session_rates(scenario: Scenario, tier_names: list[str], times: FloatArray) -> FloatArray:
+    """Sessions starting per second, shape ``(len(times), len(tier_names))``."""
+    demand = scenario.demand
+    hours = times / 3600.0
+    swing = (1 - demand.diurnal.trough_ratio) / (1 + demand.diurnal.trough_ratio)
+    daily_shape = 1 + swing * np.cos(2 * np.pi * (hours - demand.diurnal.peak_hour) / 24)
+    rates = np.zeros((len(times), len(tier_names)))
+    surge_rate = _surge_rate(scenario, hours)
+    for column, name in enumerate(tier_names):
+        tier = demand.tiers.get(name)
+        if tier is not None:
+            rates[:, column] = tier.daily_users / 86400.0 * daily_shape
+        if demand.surge is not None:
+            rates[:, column] += surge_rate * demand.surge.tier_shares.get(name, 0.0)
+    return rates
+
+
+def _surge_rate(scenario: Scenario, hours: FloatArray) -> FloatArray:
+    surge = scenario.demand.surge
+    if surge is None:
+        return np.zeros_like(hours)
+    peak = surge.new_users / ((surge.hours - surge.ramp_hours / 2) * 3600.0)
+    since_start = hours - surge.start_hour
+    rising = np.clip(since_start / surge.ramp_hours, 0, 1) if surge.ramp_hours else 1.0
+    decaying = np.exp(-np.clip(since_start - surge.hours, 0, None) / surge.decay_hours)
+    return np.where(since_start < 0, 0.0, peak * rising * decaying)
+
+
+def draw_session_arrivals(
+    scenario: Scenario, tier_names: list[str], seed: int
+) -> IntArray:
+    """Users starting a session in each physics step, shape ``(steps, tiers)``."""
+    step = scenario.timing.physics_step_seconds
+    steps = scenario.duration_seconds // step
+    midpoints = (np.arange(steps, dtype=np.float64) + 0.5) * step
+    expected = session_rates(scenario, tier_names, midpoints) * step
+    return np.random.default_rng(seed).poisson(expected).astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaOutcome:
+    """One step's requests per tier: admitted, refused, and refused only because of shedding."""
+
+    admitted: IntArray
+    refused: IntArray
+    shed: IntArray
+
+
+class UserPopulation:
+    """Users in session, bucketed by tier and images made in the current window.
+
+    The buckets of all tiers sit in one vector (tier after tier); a limited tier has
+    ``baseline + 1`` buckets (the last holds users at their baseline, refused whatever the
+    limit), an unlimited tier one bucket.
+    """
+
+    def __init__(self, scenario: Scenario, tiers: list[TierSpec], seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        step = scenario.timing.physics_step_seconds
+        sizes = [1 if tier.unlimited else (tier.limit or 0) + 1 for tier in tiers]
+        self._starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        tier_of_bucket = np.repeat(np.arange(len(tiers)), sizes)
+        self._tier_of_bucket = tier_of_bucket
+        self._images_made = np.arange(sum(sizes)) - self._starts[tier_of_bucket]
+        self._baselines = np.array(
+            [_NO_LIMIT if t.unlimited else (t.limit or 0) for t in tiers], dtype=np.int64
+        )
+        self._active = np.zeros(sum(sizes), dtype=np.int64)
+        behaviour = [scenario.demand.tiers.get(t.name) for t in tiers]
+        ask = [1 - math.exp(-step / b.think_seconds) if b else 0.0 for b in behaviour]
+        keep_going = [1 - 1 / b.images_per_session if b else 0.0 for b in behaviour]
+        retry = [1 - b.give_up_probability if b else 0.0 for b in behaviour]
+        self._ask = np.array(ask)[tier_of_bucket]
+        self._keep_going = np.array(keep_going)[tier_of_bucket]
+        self._retry = np.array(retry)[tier_of_bucket]
+        unlimited = np.array([t.unlimited for t in tiers])[tier_of_bucket]
+        indices = np.arange(sum(sizes))
+        self._after_image = np.where(unlimited, indices, indices + 1)
+        self._window_steps = [max(1, t.window_seconds // step) for t in tiers]
+        self._sizes = sizes
+        self._step_index = 0
+
+    def step(self, arrivals: IntArray, limits: IntArray) -> QuotaOutcome:
+        """Advance one physics step with ``limits`` in force (use :data:`UNLIMITED` for none)."""
+        self._reset_finished_windows()
+        self._active[self._starts] += arrivals
+        asking = self._rng.binomial(self._active, self._ask)
+        allowed = self._images_made < limits[self._tier_of_bucket]
+        admitted = np.where(allowed, asking, 0)
+        refused = asking - admitted
+        below_baseline = self._images_made < self._baselines[self._tier_of_bucket]
+        shed = np.where(below_baseline, refused, 0)
+        self._active -= asking
+        self._active[self._after_image] += self._rng.binomial(admitted, self._keep_going)
+        self._active += self._rng.binomial(refused, self._retry)
+        self._step_index += 1
+        return QuotaOutcome(
+            admitted=np.add.reduceat(admitted, self._starts),
+            refused=np.add.reduceat(refused, self._starts),
+            shed=np.add.reduceat(shed, self._starts),
+        )
+
+    def _reset_finished_windows(self) -> None:
+        if self._step_index == 0:
+            return
+        for start, size, window in zip(self._starts, self._sizes, self._window_steps,
+                                       strict=True):
+            if self._step_index % window == 0:
+                in_session = self._active[start:start + size].sum()
+                self._active[start:start + size] = 0
+                self._active[start] = in_session
+
+    @property
+    def in_session(self) -> int:
+        """Users currently in a session, all tiers."""
+        return int(self._active.sum())
+
+
+#: Limit value meaning "no limit" in the array given to :meth:`UserPopulation.step`.
+UNLIMITED = _NO_LIMIT
+
+
+def limits_array(tiers: list[TierSpec], limits: dict[str, int | None]) -> IntArray:
+    """Limits in tier order; unlimited tiers and tiers without an entry take their baseline."""
+    values = []
+    for tier in tiers:
+        limit = limits.get(tier.name, tier.limit)
+        values.append(UNLIMITED if tier.unlimited or limit is None else limit)
+    return np.array(values, dtype=np.int64)
