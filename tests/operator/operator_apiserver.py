@@ -292,6 +292,11 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         self._delete(kmock.resource(resource), namespace, name)
 
     @property
+    def request_log(self) -> list[rendering.Request]:
+        """Every request served so far, in order (kmock records them; iterating yields them)."""
+        return list(iter(self))
+
+    @property
     def resource_version(self) -> int:
         """The latest resourceVersion handed out."""
         return self._revision

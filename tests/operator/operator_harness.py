@@ -7,15 +7,24 @@ with its own loop (:class:`KopfThread`); the test's loop serves the API (:mod:`o
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection
+import urllib.request
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 import kmock
 import kopf
 from operator_apiserver import ApiServer
+
+from meltguard.k8s.handlers import Runtime, build_registry, configure_settings
+from meltguard.k8s.metrics import OperatorMetrics
+from meltguard.k8s.telemetry import telemetry_sources
 
 POLICIES = "meltguard.io/v1alpha1/imagequotapolicies"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -135,3 +144,159 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0,
             return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"{what} did not happen within {timeout} s (last: {last!r})")
+
+
+# --------------------------------------------------------------------------------------------
+# The objects a test cluster holds.
+# --------------------------------------------------------------------------------------------
+
+WORKER_LABELS = {"app": "imagegen-worker"}
+EXPORTER_LABELS = {"app.kubernetes.io/name": "meltguard-exporter"}
+
+
+def deployment(namespace: str, name: str, replicas: int) -> dict[str, Any]:
+    """A Deployment whose pods carry ``app: <name>``."""
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}}},
+            "status": {"replicas": replicas}}
+
+
+def pod(namespace: str, name: str, labels: dict[str, str], *, ip: str | None = "127.0.0.1",
+        waiting_for_gpu: bool = False) -> dict[str, Any]:
+    """A Running pod with an IP, or a Pending one the scheduler found no GPU for."""
+    if waiting_for_gpu:
+        status = {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/8 nodes are available: 8 Insufficient nvidia.com/gpu."}]}
+    else:
+        status = {"phase": "Running", "podIP": ip,
+                  "conditions": [{"type": "PodScheduled", "status": "True"}]}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"containers": [{"name": "main", "image": "worker"}]}, "status": status}
+
+
+def policy(namespace: str, name: str, target: str, **spec: Any) -> dict[str, Any]:
+    """An ImageQuotaPolicy with quick timings for tests; ``spec`` overrides top-level fields."""
+    body: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+        "minReplicas": 2, "maxReplicas": 4, "intervalSeconds": 1,
+        "telemetry": {"source": "exporter",
+                      "exporter": {"namespace": namespace,
+                                   "selector": {"matchLabels": EXPORTER_LABELS}, "port": 9400},
+                      "staleAfterSeconds": 3},
+        "scaling": {"targetUtilizationPercent": 70, "tolerancePercent": 10,
+                    "scaleUp": {"stabilizationSeconds": 0, "maxStepReplicas": 8,
+                                "periodSeconds": 1},
+                    "scaleDown": {"stabilizationSeconds": 3, "maxStepPercent": 100,
+                                  "periodSeconds": 1}},
+        "melt": {"temperatureCelsius": 85, "utilizationPercent": 97, "memoryPercent": 95,
+                 "sustainSeconds": 2, "fleetFraction": 0.25,
+                 "cool": {"temperatureCelsius": 78, "utilizationPercent": 85,
+                          "sustainSeconds": 1}},
+        "quotas": {"tiers": [{"name": "free", "limit": 3, "window": "24h", "floor": 0},
+                             {"name": "plus", "limit": 200, "window": "3h", "floor": 50},
+                             {"name": "pro", "unlimited": True}],
+                   "tighten": {"factor": 0.5, "intervalSeconds": 1, "graceSeconds": 0},
+                   "relax": {"stepPercent": 50, "intervalSeconds": 1}},
+    }
+    body.update(spec)
+    return {"apiVersion": "meltguard.io/v1alpha1", "kind": "ImageQuotaPolicy",
+            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+
+
+# --------------------------------------------------------------------------------------------
+# Simulated exporters: the real ``meltguard exporter --simulate`` process on 127.x.
+# --------------------------------------------------------------------------------------------
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class SimulatedExporter:
+    """``meltguard exporter --simulate N --attach NS/POD,...`` as a child process."""
+
+    def __init__(self, gpus: int, attach: Sequence[str], *, host: str = "127.0.0.1",
+                 port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.gpus = gpus
+        self._command = [sys.executable, "-m", "meltguard.cli", "exporter",
+                         "--simulate", str(gpus), "--attach", ",".join(attach),
+                         "--host", host, "--port", str(self.port), "--interval", "0.2",
+                         "--node", f"node-{host}", "--log-level", "WARNING"]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> SimulatedExporter:
+        """Start the process and wait until it answers /healthz."""
+        self._process = subprocess.Popen(self._command)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"exporter exited with {self._process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("exporter did not answer /healthz within 30 s")
+
+    def stop(self) -> None:
+        """Stop the process (as a crashed or deleted exporter pod would)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+    def __enter__(self) -> SimulatedExporter:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    async def drill(self, **state: Any) -> None:
+        """POST /simulate: e.g. ``drill(utilization=0.99, temperatureCelsius=91)``."""
+        body = {"gpus": "all", **state}
+        async with aiohttp.ClientSession() as session, \
+                session.post(f"{self.url}/simulate", json=body) as response:
+            if response.status != 200:
+                raise AssertionError(f"POST /simulate {body}: {response.status} "
+                                     f"{await response.text()}")
+
+    async def heat(self, throttled: bool = False) -> None:
+        """Every GPU busy and hot; with ``throttled``, thermal slowdown too (melting now)."""
+        await self.drill(utilization=0.99, temperatureCelsius=91,
+                         throttleReasons=["hw_thermal"] if throttled else [])
+
+    async def cool(self, utilization: float = 0.2) -> None:
+        """Every GPU cool and quiet."""
+        await self.drill(utilization=utilization, temperatureCelsius=50, throttleReasons=[])
+
+
+# --------------------------------------------------------------------------------------------
+# The meltguard operator itself, against the harness.
+# --------------------------------------------------------------------------------------------
+
+class MeltguardOperator(KopfThread):
+    """meltguard's registry and settings in a :class:`KopfThread`, logged in to ``server``."""
+
+    def __init__(self, server: ApiServer, *, namespaces: Collection[str] = (),
+                 clusterwide: bool = False) -> None:
+        self.metrics = OperatorMetrics()
+        self.runtime = Runtime(login=login_to(server), telemetry=telemetry_sources,
+                               metrics=self.metrics)
+        settings = quick_settings()
+        configure_settings(settings)
+        super().__init__(build_registry(self.runtime), namespaces=namespaces,
+                         clusterwide=clusterwide, settings=settings)

@@ -1,0 +1,161 @@
+"""Writing one tick's decision back: the target's replicas, the quota ConfigMap, the status.
+
+The bodies are built by pure functions (:func:`quota_configmap`, :func:`owner_reference`);
+the writes are thin calls through :class:`~meltguard.k8s.client.KubeClient`. A write that
+loses a race (409) raises :class:`~meltguard.k8s.client.Conflict` to the caller, which starts
+the tick again from a fresh read, except for the ConfigMap, whose content does not depend on
+what was there: it is re-read and re-written on the spot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from meltguard.api.models import PolicySpec, ScaleTargetRef
+from meltguard.api.quotas import (
+    QUOTAS_JSON_KEY,
+    QUOTAS_LABEL,
+    RATELIMIT_CONFIG_KEY,
+    QuotaDocument,
+    QuotaDocumentInvalid,
+    QuotaTier,
+    dump_quota_document,
+    parse_quota_document,
+    render_ratelimit_config,
+)
+from meltguard.core.decide import Decision
+from meltguard.k8s.client import Conflict, KubeClient, NotFound, resource_path
+from meltguard.k8s.world import POLICY_API_VERSION, POLICY_PLURAL, target_plural
+
+CONFIGMAP_WRITE_ATTEMPTS = 3
+
+
+def configmap_name(policy_name: str, spec: PolicySpec) -> str:
+    """``spec.quotas.publish.configMap``, by default ``<policy>-quotas``."""
+    return spec.quotas.publish.config_map or f"{policy_name}-quotas"
+
+
+def envoy_domain(policy_name: str, spec: PolicySpec) -> str:
+    """``spec.quotas.publish.envoyDomain``, by default the policy's name."""
+    return spec.quotas.publish.envoy_domain or policy_name
+
+
+def owner_reference(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy as the controlling owner (garbage collection removes the ConfigMap with it).
+
+    ``blockOwnerDeletion`` is left out: setting it needs update rights on the policy's
+    ``finalizers`` subresource, which the operator does not otherwise need.
+    """
+    meta = policy["metadata"]
+    return {"apiVersion": POLICY_API_VERSION, "kind": "ImageQuotaPolicy",
+            "name": meta["name"], "uid": meta["uid"], "controller": True}
+
+
+def quota_document(policy: Mapping[str, Any], decision: Decision, now: float) -> QuotaDocument:
+    """``quotas.json`` for the limits in force after ``decision``."""
+    meta = policy["metadata"]
+    tiers = [
+        QuotaTier(name=tier.name, unlimited=True) if tier.unlimited else
+        QuotaTier(name=tier.name, limit=tier.limit, baseline=tier.baseline,
+                  window_seconds=tier.window_seconds, tightened=tier.tightened)
+        for tier in decision.tiers
+    ]
+    return QuotaDocument(policy=f"{meta['namespace']}/{meta['name']}",
+                         observed_generation=int(meta.get("generation") or 0),
+                         phase=decision.phase, updated=datetime.fromtimestamp(now, UTC),
+                         tiers=tiers)
+
+
+def quota_configmap(policy: Mapping[str, Any], spec: PolicySpec,
+                    document: QuotaDocument) -> dict[str, Any]:
+    """The whole quota ConfigMap: both keys, the label and the owner reference."""
+    name = policy["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": configmap_name(name, spec),
+                     "namespace": policy["metadata"]["namespace"],
+                     "labels": {QUOTAS_LABEL: "true"},
+                     "ownerReferences": [owner_reference(policy)]},
+        "data": {QUOTAS_JSON_KEY: dump_quota_document(document),
+                 RATELIMIT_CONFIG_KEY: render_ratelimit_config(document,
+                                                               envoy_domain(name, spec))},
+    }
+
+
+def publishes_the_same(existing: Mapping[str, Any], document: QuotaDocument) -> bool:
+    """Whether a stored ConfigMap already says what ``document`` says (its time aside)."""
+    try:
+        stored = parse_quota_document((existing.get("data") or {}).get(QUOTAS_JSON_KEY, ""))
+    except QuotaDocumentInvalid:
+        return False
+    return stored.model_copy(update={"updated": document.updated}) == document
+
+
+async def publish_quotas(client: KubeClient, configmap: Mapping[str, Any],
+                         document: QuotaDocument) -> bool:
+    """Create or update the quota ConfigMap; False when it already said the same."""
+    meta = configmap["metadata"]
+    path = resource_path("v1", "configmaps", meta["namespace"], meta["name"])
+    for _ in range(CONFIGMAP_WRITE_ATTEMPTS):
+        try:
+            existing = await client.get(path)
+        except NotFound:
+            try:
+                await client.create(resource_path("v1", "configmaps", meta["namespace"]),
+                                    configmap)
+                return True
+            except Conflict:
+                continue  # created meanwhile: read it and patch
+        if publishes_the_same(existing, document):
+            return False
+        precondition = {"resourceVersion": existing["metadata"].get("resourceVersion")}
+        patch = {**configmap, "metadata": {**meta, **precondition}}
+        try:
+            await client.merge_patch(path, patch)
+            return True
+        except Conflict:
+            continue
+    raise Conflict(409, "Conflict", f"configmap {meta['name']} kept changing while written")
+
+
+async def scale_target(client: KubeClient, namespace: str, ref: ScaleTargetRef, replicas: int,
+                       resource_version: str | None) -> None:
+    """Set the target's replicas through its scale subresource, if it is unchanged since read."""
+    patch: dict[str, Any] = {"spec": {"replicas": replicas}}
+    if resource_version:
+        patch["metadata"] = {"resourceVersion": resource_version}
+    await client.merge_patch(resource_path(ref.api_version, target_plural(ref), namespace,
+                                           ref.name, "scale"), patch)
+
+
+def merge_patch_between(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns ``old`` into exactly ``new``.
+
+    A merge patch merges nested objects, so a key that ``new`` lacks must be sent as null
+    or it survives: e.g. a GPU that left ``status.controller.hotSince``.
+    """
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = merge_patch_between(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+async def patch_status(client: KubeClient, policy: Mapping[str, Any],
+                       status: Mapping[str, Any]) -> None:
+    """Make the policy's status exactly ``status``, through the status subresource."""
+    meta = policy["metadata"]
+    patch = merge_patch_between(policy.get("status") or {}, status)
+    if patch:
+        await client.merge_patch(
+            resource_path(POLICY_API_VERSION, POLICY_PLURAL, meta["namespace"], meta["name"],
+                          "status"),
+            {"status": patch})

@@ -1,0 +1,205 @@
+"""The kopf side: login, settings, the change handlers and the per-policy daemon.
+
+Each policy gets a kopf daemon rather than a timer because the tick period is per object
+(``spec.intervalSeconds``, read afresh every tick, so a change applies at the next tick) and
+kopf timers have one interval fixed at registration; the daemon also keeps its own backoff
+on API errors without kopf re-running it, and can be woken at once when the spec changes.
+
+The change handlers (create/update/resume) only validate: an invalid spec gets
+``Ready=False`` naming the fields, a Warning Event, and no action; a valid one wakes the
+daemon so the new spec is reconciled now rather than at the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from meltguard.api.validation import PolicyInvalid, parse_spec
+from meltguard.core.decide import EventNote
+from meltguard.k8s.act import patch_status
+from meltguard.k8s.client import ApiError, Connection, KubeClient
+from meltguard.k8s.metrics import OperatorMetrics
+from meltguard.k8s.reconcile import (
+    Outcome,
+    Reconciler,
+    invalid_message,
+    not_ready_status,
+    reconcile,
+)
+from meltguard.k8s.telemetry import TelemetrySources
+from meltguard.k8s.world import POLICY_PLURAL
+
+GROUP = "meltguard.io"
+VERSION = "v1alpha1"
+ANNOTATION_PREFIX = "meltguard.io"
+FINALIZER = "meltguard.io/finalizer"
+DEFAULT_INTERVAL_SECONDS = 5.0
+#: Waits after consecutive failed ticks (API errors), in seconds; the last one repeats.
+ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+KopfLogger = logging.Logger | logging.LoggerAdapter[Any]
+Login = Callable[..., kopf.ConnectionInfo | None]
+TelemetryFactory = Callable[[KubeClient], TelemetrySources]
+
+
+def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, else the local kubeconfig (as kopf does itself)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """meltguard's own annotation prefix, finalizer and event levels for kopf."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # meltguard posts its own Events
+
+
+def interval_of(spec: Mapping[str, Any]) -> float:
+    """``spec.intervalSeconds`` when usable, else the default (an invalid spec is reported)."""
+    value = spec.get("intervalSeconds", DEFAULT_INTERVAL_SECONDS)
+    valid = isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= 3600
+    return float(value) if valid else DEFAULT_INTERVAL_SECONDS
+
+
+def post_event(policy: Mapping[str, Any], note: EventNote) -> None:
+    """Queue an Event on the policy through kopf's poster."""
+    body = kopf.Body(cast(kopf.RawBody, dict(policy)))
+    kopf.event(body, type=note.type, reason=note.reason, message=note.message)
+
+
+@dataclass
+class Runtime:
+    """What the handlers share: the API client (after login) and the daemons' wake-ups."""
+
+    login: Login
+    telemetry: TelemetryFactory
+    metrics: OperatorMetrics
+    client: KubeClient | None = None
+    sources: TelemetrySources | None = None
+    reconciler: Reconciler | None = None
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def connect(self, info: kopf.ConnectionInfo) -> None:
+        """Build the client (once) from the credentials kopf logged in with."""
+        if self.client is None:
+            self.client = KubeClient(Connection.from_kopf(info))
+            self.sources = self.telemetry(self.client)
+            self.reconciler = Reconciler(self.client, self.sources.read, post_event,
+                                         self.metrics)
+
+    def wakeup(self, namespace: str, name: str) -> asyncio.Event:
+        """The event that wakes one policy's daemon before its next tick is due."""
+        return self.wakeups.setdefault((namespace, name), asyncio.Event())
+
+    def connected(self) -> tuple[KubeClient, Reconciler]:
+        """The client and reconciler; kopf runs login before any handler."""
+        if self.client is None or self.reconciler is None:
+            raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
+        return self.client, self.reconciler
+
+
+async def validate_policy(runtime: Runtime, body: Mapping[str, Any], namespace: str,
+                          name: str, logger: KopfLogger) -> None:
+    """Report an invalid spec (Ready=False, Warning Event); wake the daemon for a valid one."""
+    client, reconciler = runtime.connected()
+    try:
+        parse_spec(body.get("spec"))
+    except PolicyInvalid as invalid:
+        message = invalid_message(invalid)
+        logger.warning("%s", message)
+        try:
+            await patch_status(client, body,
+                               not_ready_status(body, "InvalidSpec", message, reconciler.clock()))
+        except ApiError as error:
+            raise kopf.TemporaryError(f"could not report the invalid spec: {error}",
+                                      delay=2) from error
+        post_event(body, EventNote("Warning", "InvalidSpec", message))
+        return
+    runtime.wakeup(namespace, name).set()
+
+
+async def run_policy(runtime: Runtime, namespace: str, name: str, spec: Mapping[str, Any],
+                     stopped: kopf.DaemonStopped, logger: KopfLogger) -> None:
+    """Tick every ``spec.intervalSeconds`` until the policy is deleted or kopf stops."""
+    wakeup = runtime.wakeup(namespace, name)
+    failures = 0
+    while not stopped:
+        _, reconciler = runtime.connected()
+        wakeup.clear()
+        try:
+            outcome = await reconcile(reconciler, namespace, name)
+        except ApiError as error:
+            delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
+            failures += 1
+            logger.warning("tick failed (%s); state kept in status, retrying in %.0f s",
+                           error, delay)
+        else:
+            failures = 0
+            delay = interval_of(spec)
+            if outcome is Outcome.GONE:
+                break
+        await _sleep(stopped, wakeup, delay)
+    runtime.wakeups.pop((namespace, name), None)
+    runtime.metrics.forget(namespace, name)
+    if runtime.sources is not None:
+        await runtime.sources.forget((namespace, name))
+
+
+async def _sleep(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if the daemon is stopped or woken."""
+    waits = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wakeup.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+
+
+def namespaced(namespace: str | None) -> str:
+    """ImageQuotaPolicy is namespaced: kopf always passes its namespace."""
+    if namespace is None:
+        raise kopf.PermanentError("an ImageQuotaPolicy without a namespace")
+    return namespace
+
+
+def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    """A fresh kopf registry with meltguard's handlers (one per operator run)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:  # async: the client's loop
+        info = runtime.login(**kwargs)
+        if info is not None:
+            runtime.connect(info)
+        return info
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(**_: Any) -> None:
+        if runtime.sources is not None:
+            await runtime.sources.close()
+        if runtime.client is not None:
+            await runtime.client.close()
+
+    @kopf.on.resume(GROUP, VERSION, POLICY_PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, POLICY_PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, POLICY_PLURAL, registry=registry)
+    async def changed(body: kopf.Body, namespace: str | None, name: str,
+                      logger: KopfLogger, **_: Any) -> None:
+        await validate_policy(runtime, body, namespaced(namespace), name, logger)
+
+    @kopf.daemon(GROUP, VERSION, POLICY_PLURAL, registry=registry, cancellation_timeout=10.0)
+    async def policy_loop(namespace: str | None, name: str, spec: kopf.Spec,
+                          stopped: kopf.DaemonStopped, logger: KopfLogger,
+                          **_: Any) -> None:
+        await run_policy(runtime, namespaced(namespace), name, spec, stopped, logger)
+
+    return registry

@@ -1,0 +1,102 @@
+"""The operator's Prometheus metrics, per policy.
+
+:class:`OperatorMetrics` registers its families in the registry it is given (the default
+one in ``meltguard operator``, which also carries the telemetry sources' counters; a fresh
+one per test). :data:`METRIC_NAMES` is read off a fresh instance, so it always matches what
+``/metrics`` serves.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+from meltguard.core.decide import Decision
+
+PHASES = ("Cool", "Warm", "Hot", "Melting", "Unknown")
+POLICY_LABELS = ("namespace", "policy")
+#: Reconcile durations: a tick reads a few objects and scrapes exporters, tens of ms to seconds.
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class OperatorMetrics:
+    """Every family the operator serves, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.phase = Gauge("meltguard_policy_phase",
+                           "1 for the policy's current phase, 0 for the others.",
+                           [*POLICY_LABELS, "phase"], registry=self.registry)
+        self.replicas = Gauge("meltguard_policy_replicas",
+                              "The target's replicas: current, desired, and pending for GPUs.",
+                              [*POLICY_LABELS, "kind"], registry=self.registry)
+        self.gpus = Gauge("meltguard_policy_gpus",
+                          "The target's GPUs by state: total, hot, melting, stale.",
+                          [*POLICY_LABELS, "state"], registry=self.registry)
+        self.quota_limit = Gauge("meltguard_quota_limit",
+                                 "The limit in force per tier (unlimited tiers are not shown).",
+                                 [*POLICY_LABELS, "tier"], registry=self.registry)
+        self.quota_changes = Counter("meltguard_quota_changes",
+                                     "Quota steps applied, by tier and direction.",
+                                     [*POLICY_LABELS, "tier", "direction"],
+                                     registry=self.registry)
+        self.scale_changes = Counter("meltguard_scale_changes",
+                                     "Replica changes applied to scale targets, by direction.",
+                                     [*POLICY_LABELS, "direction"], registry=self.registry)
+        self.reconcile_seconds = Histogram("meltguard_reconcile_seconds",
+                                           "Time one reconcile tick took, reads and writes.",
+                                           buckets=RECONCILE_BUCKETS, registry=self.registry)
+        self.telemetry_errors = Counter("meltguard_telemetry_errors",
+                                        "Telemetry endpoints that failed during reconciles.",
+                                        [*POLICY_LABELS, "source"], registry=self.registry)
+
+    def families(self) -> tuple[MetricWrapperBase, ...]:
+        """The families, for naming and for forgetting a policy."""
+        return (self.phase, self.replicas, self.gpus, self.quota_limit, self.quota_changes,
+                self.scale_changes, self.reconcile_seconds, self.telemetry_errors)
+
+    def observe(self, namespace: str, policy: str, decision: Decision, applied: bool) -> None:
+        """Record one tick's decision; changes count only when they were applied."""
+        for phase in PHASES:
+            self.phase.labels(namespace, policy, phase).set(int(decision.phase == phase))
+        for kind, value in (("current", decision.current_replicas),
+                            ("desired", decision.desired_replicas),
+                            ("pending", decision.pending_replicas)):
+            self.replicas.labels(namespace, policy, kind).set(value)
+        gpus = decision.gpus
+        for state, count in (("total", gpus.total), ("hot", gpus.hot),
+                             ("melting", gpus.melting), ("stale", gpus.stale)):
+            self.gpus.labels(namespace, policy, state).set(count)
+        for tier in decision.tiers:
+            if tier.limit is not None and not tier.unlimited:
+                self.quota_limit.labels(namespace, policy, tier.name).set(tier.limit)
+        if not applied:
+            return
+        for change in decision.quota_changes:
+            self.quota_changes.labels(namespace, policy, change.tier, change.direction).inc()
+        if decision.scale_direction is not None:
+            self.scale_changes.labels(namespace, policy, decision.scale_direction).inc()
+
+    def telemetry_failed(self, namespace: str, policy: str, source: str, count: int) -> None:
+        """Count endpoints that failed this tick."""
+        if count:
+            self.telemetry_errors.labels(namespace, policy, source).inc(count)
+
+    def forget(self, namespace: str, policy: str) -> None:
+        """Drop every series of a deleted policy."""
+        for family in self.families():
+            if not family._labelnames:
+                continue
+            for labels in list(family._metrics):
+                if labels[:2] == (namespace, policy):
+                    family.remove(*labels)
+
+
+def served_name(family: MetricWrapperBase) -> str:
+    """The name a family is served and queried under (counters get ``_total``)."""
+    described = next(iter(family.describe()))
+    name: str = described.name
+    return name + "_total" if described.type == "counter" else name
+
+
+METRIC_NAMES: frozenset[str] = frozenset(served_name(f) for f in OperatorMetrics().families())

@@ -1,0 +1,59 @@
+"""Running the operator process: metrics server, kopf settings, peering, graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import kopf
+import prometheus_client
+
+from meltguard.k8s.handlers import Runtime, build_registry, configure_settings, default_login
+from meltguard.k8s.metrics import OperatorMetrics
+from meltguard.k8s.telemetry import telemetry_sources
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorOptions:
+    """What ``meltguard operator`` was asked to do."""
+
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int = 8000
+    liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    peering_name: str | None = None
+    priority: int = 0
+    verbose: bool = False
+
+
+def operator_settings(options: OperatorOptions) -> kopf.OperatorSettings:
+    """kopf settings: meltguard's prefix and finalizer, and peering when asked for."""
+    settings = kopf.OperatorSettings()
+    configure_settings(settings)
+    if options.peering_name:
+        settings.peering.name = options.peering_name
+        settings.peering.priority = options.priority
+        settings.peering.mandatory = True
+        settings.peering.clusterwide = not options.namespaces
+    return settings
+
+
+def serve(options: OperatorOptions) -> int:
+    """Serve metrics and run kopf until it is told to stop (SIGTERM/SIGINT)."""
+    logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The default registry also holds the telemetry sources' counters.
+    metrics = OperatorMetrics(prometheus_client.REGISTRY)
+    if options.metrics_port:
+        prometheus_client.start_http_server(options.metrics_port)
+    runtime = Runtime(login=default_login, telemetry=telemetry_sources, metrics=metrics)
+    kopf.run(
+        registry=build_registry(runtime),
+        settings=operator_settings(options),
+        standalone=options.peering_name is None,
+        peering_name=options.peering_name,
+        priority=options.priority,
+        namespaces=list(options.namespaces),
+        clusterwide=not options.namespaces,
+        liveness_endpoint=options.liveness_endpoint,
+    )
+    return 0

@@ -1,0 +1,54 @@
+"""One telemetry source per policy, kept across ticks (connections, which GPU each endpoint
+served), rebuilt when the policy's ``spec.telemetry`` changes and closed when it goes away."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from meltguard.api.models import PolicySpec, TelemetrySpec
+from meltguard.k8s.client import KubeClient
+from meltguard.k8s.world import Pod, endpoint_lister
+from meltguard.telemetry.sources import (
+    ListEndpoints,
+    TelemetryReading,
+    TelemetrySource,
+    create_source,
+)
+
+SourceFactory = Callable[[TelemetrySpec, ListEndpoints], TelemetrySource]
+
+
+class TelemetrySources:
+    """The sources of every policy this operator reconciles, by ``(namespace, name)``."""
+
+    def __init__(self, list_endpoints: ListEndpoints,
+                 factory: SourceFactory = create_source) -> None:
+        self._list_endpoints = list_endpoints
+        self._factory = factory
+        self._sources: dict[Pod, tuple[TelemetrySpec, TelemetrySource]] = {}
+
+    async def read(self, policy: Pod, spec: PolicySpec, pods: Collection[Pod],
+                   now: float) -> TelemetryReading:
+        """Read the GPUs of ``pods`` through the policy's source (never raises for telemetry)."""
+        known = self._sources.get(policy)
+        if known is None or known[0] != spec.telemetry:
+            await self.forget(policy)
+            known = (spec.telemetry, self._factory(spec.telemetry, self._list_endpoints))
+            self._sources[policy] = known
+        return await known[1].read(pods, now)
+
+    async def forget(self, policy: Pod) -> None:
+        """Close the policy's source (deleted policy, or a new telemetry spec)."""
+        known = self._sources.pop(policy, None)
+        if known is not None:
+            await known[1].close()
+
+    async def close(self) -> None:
+        """Close every source (operator shutdown)."""
+        for policy in list(self._sources):
+            await self.forget(policy)
+
+
+def telemetry_sources(client: KubeClient) -> TelemetrySources:
+    """Sources that find exporter endpoints through the pods API."""
+    return TelemetrySources(endpoint_lister(client))

@@ -1,0 +1,142 @@
+"""Reading the world for one tick: the policy, its scale target, the target's pods, telemetry.
+
+Everything here only reads; :mod:`meltguard.k8s.act` writes. The pure parts (which pod waits
+for a GPU, how a kind maps to its resource) are plain functions, tested on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from meltguard.api.models import PolicySpec, ScaleTargetRef
+from meltguard.core.observation import Observation
+from meltguard.k8s.client import KubeClient, resource_path
+from meltguard.telemetry.sources import ListEndpoints, TelemetryReading
+
+GPU_RESOURCE = "nvidia.com/gpu"
+POLICY_API_VERSION = "meltguard.io/v1alpha1"
+POLICY_PLURAL = "imagequotapolicies"
+
+
+Pod = tuple[str, str]
+"""A pod as ``(namespace, name)``, the form the telemetry sources take."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The scale target as its scale subresource shows it, plus its pods."""
+
+    replicas: int
+    selector: str
+    resource_version: str | None
+    pods: frozenset[Pod]
+    pending_for_gpu: int
+
+
+ReadTelemetry = Callable[[Pod, PolicySpec, frozenset[Pod], float], Awaitable[TelemetryReading]]
+"""``(policy, spec, target pods, now) -> reading``: the policy's telemetry source, read once."""
+
+
+def target_plural(ref: ScaleTargetRef) -> str:
+    """The resource of a scale target's kind (``Deployment`` -> ``deployments``)."""
+    return ref.kind.lower() + "s"
+
+
+def waits_for_gpu(pod: Mapping[str, Any]) -> bool:
+    """A Pending pod the scheduler could not place for lack of ``nvidia.com/gpu``."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending":
+        return False
+    for condition in status.get("conditions") or []:
+        if (condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"
+                and GPU_RESOURCE in (condition.get("message") or "")):
+            return True
+    return False
+
+
+def _pod(pod: Mapping[str, Any]) -> Pod:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+def is_live(pod: Mapping[str, Any]) -> bool:
+    """Not being deleted and not finished."""
+    meta = pod.get("metadata") or {}
+    phase = (pod.get("status") or {}).get("phase")
+    return not meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
+
+
+async def read_policy(client: KubeClient, namespace: str, name: str) -> dict[str, Any]:
+    """The policy as stored now (raises NotFound once it is gone)."""
+    return await client.get(resource_path(POLICY_API_VERSION, POLICY_PLURAL, namespace, name))
+
+
+async def list_pods(client: KubeClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The pods in ``namespace`` matching a label selector string."""
+    answer = await client.get(resource_path("v1", "pods", namespace),
+                              params={"labelSelector": selector})
+    return [pod for pod in answer.get("items") or [] if isinstance(pod, dict)]
+
+
+async def read_target(client: KubeClient, namespace: str, ref: ScaleTargetRef) -> Target:
+    """Replicas and selector through the scale subresource, then the target's live pods."""
+    scale = await client.get(resource_path(ref.api_version, target_plural(ref),
+                                           namespace, ref.name, "scale"))
+    selector = str((scale.get("status") or {}).get("selector") or "")
+    pods = [pod for pod in await list_pods(client, namespace, selector) if is_live(pod)] \
+        if selector else []
+    return Target(
+        replicas=int((scale.get("spec") or {}).get("replicas") or 0),
+        selector=selector,
+        resource_version=(scale.get("metadata") or {}).get("resourceVersion"),
+        pods=frozenset(_pod(pod) for pod in pods),
+        pending_for_gpu=sum(1 for pod in pods if waits_for_gpu(pod)),
+    )
+
+
+def label_selector(match_labels: Mapping[str, str]) -> str:
+    """``{"a": "1"}`` -> ``a=1`` (a LabelSelector's matchLabels as a query string)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
+
+
+def pod_endpoint(pod: Mapping[str, Any], port: int) -> str | None:
+    """``host:port`` of a running pod with an IP, or None."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or not status.get("podIP") or not is_live(pod):
+        return None
+    return f"{status['podIP']}:{port}"
+
+
+def endpoint_lister(client: KubeClient) -> ListEndpoints:
+    """The ``list_endpoints`` coroutine the telemetry sources use, backed by the pods API."""
+
+    async def list_endpoints(namespace: str, match_labels: Mapping[str, str],
+                             port: int) -> list[str]:
+        pods = await list_pods(client, namespace, label_selector(match_labels))
+        return [endpoint for pod in pods if (endpoint := pod_endpoint(pod, port)) is not None]
+
+    return list_endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """Everything one tick read, ready for ``decide()``."""
+
+    target: Target
+    telemetry: TelemetryReading
+
+    @property
+    def observation(self) -> Observation:
+        """The core's view: samples plus the target's replica counts."""
+        return self.telemetry.observation(self.target.replicas, self.target.pending_for_gpu)
+
+
+async def observe(client: KubeClient, read_telemetry: ReadTelemetry, namespace: str,
+                  name: str, spec: PolicySpec, now: float) -> World:
+    """Read the target and its GPUs (raises NotFound when the target is missing)."""
+    target = await read_target(client, namespace, spec.scale_target_ref)
+    telemetry = await read_telemetry((namespace, name), spec, target.pods, now)
+    return World(target, telemetry)
