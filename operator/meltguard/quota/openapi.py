@@ -15,12 +15,13 @@ _NO_CONTROL_CHARACTERS = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
 
 
 def _identifier(description: str) -> dict[str, Any]:
-    # maxLength counts characters; the server counts UTF-8 bytes, so a string of at most
-    # MAX_ID_BYTES // 4 characters is always accepted and longer ones may be refused.
+    # JSON Schema counts characters; the server counts UTF-8 bytes. A string over
+    # MAX_ID_BYTES characters is always over MAX_ID_BYTES bytes, so maxLength is never
+    # looser than the server; only non-ASCII strings can be refused below it.
     return {
         "type": "string",
         "minLength": 1,
-        "maxLength": MAX_ID_BYTES // 4,
+        "maxLength": MAX_ID_BYTES,
         "pattern": _NO_CONTROL_CHARACTERS,
         "description": f"{description} At most {MAX_ID_BYTES} bytes in UTF-8, "
         "no control characters.",
@@ -191,7 +192,7 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                     "tier": _TIER,
                     "subject": _SUBJECT,
                     "cost": {"type": "integer", "minimum": 1, "maximum": MAX_COST, "default": 1},
-                    "requestId": _REQUEST_ID,
+                    "requestId": {**_REQUEST_ID, "nullable": True},
                 },
             },
             "RefundRequest": {

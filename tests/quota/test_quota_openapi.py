@@ -1,0 +1,151 @@
+"""/openapi.json is true: every route documented, answers match it, schemathesis finds nothing.
+
+These tests run the real ``meltguard quota-server`` command in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from meltguard.quota.app import create_app
+from meltguard.quota.limits import LimitsRegistry
+from meltguard.quota.memory_store import MemoryStore
+from meltguard.quota.metrics import METRIC_NAMES, QuotaMetrics
+from meltguard.quota.openapi import OPENAPI_DOCUMENT
+from meltguard.quota.service import QuotaService
+
+from .conftest import POLICY, free_port, quotas_json
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+MELTGUARD = str(BIN / "meltguard")
+
+
+def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any, str]:
+    """(status, decoded body, content type) of a GET, or a JSON POST when ``body`` is given."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            status, raw, ctype = response.status, response.read(), response.headers["Content-Type"]
+    except urllib.error.HTTPError as error:
+        status, raw, ctype = error.code, error.read(), error.headers["Content-Type"]
+    return status, json.loads(raw) if "json" in ctype else raw.decode(), ctype
+
+
+@pytest.fixture(scope="module")
+def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``meltguard quota-server`` with the memory store and a limits file."""
+    limits = tmp_path_factory.mktemp("limits") / "quotas.json"
+    limits.write_text(quotas_json())
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            MELTGUARD,
+            "quota-server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--limits",
+            str(limits),
+            "--log-level",
+            "WARNING",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            call(f"{url}/healthz")
+            break
+        except OSError:
+            assert process.poll() is None, "quota-server exited"
+            assert time.monotonic() < deadline, "quota-server did not start"
+            time.sleep(0.1)
+    yield url
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+
+
+def component(name: str) -> dict[str, Any]:
+    """A schema of the document's components, resolvable on its own."""
+    return {"$ref": f"#/components/schemas/{name}", "components": OPENAPI_DOCUMENT["components"]}
+
+
+def test_every_route_is_documented_and_every_documented_operation_exists() -> None:
+    app = create_app(QuotaService(LimitsRegistry(), MemoryStore(), QuotaMetrics()))
+    served = {
+        (route.resource.canonical, route.method.lower())
+        for route in app.router.routes()
+        if route.resource is not None
+    }
+    documented = {
+        (path, method) for path, item in OPENAPI_DOCUMENT["paths"].items() for method in item
+    }
+    assert served == documented
+
+
+def test_answers_match_their_schemas(quota_server: str) -> None:
+    good = {"policy": POLICY, "tier": "free", "subject": "schema-check", "requestId": "r"}
+    answers = [
+        ("Decision", call(f"{quota_server}/v1/consume", {**good, "cost": 3})),
+        ("Decision", call(f"{quota_server}/v1/consume", {**good, "requestId": "over"})),
+        ("Refund", call(f"{quota_server}/v1/refund", good)),
+        ("Standing", call(f"{quota_server}/v1/quota?policy={POLICY}&tier=pro&subject=s")),
+        ("Readiness", call(f"{quota_server}/readyz")),
+        ("Health", call(f"{quota_server}/healthz")),
+        ("Error", call(f"{quota_server}/v1/consume", {**good, "cost": 0})),
+    ]
+    assert [status for _, (status, _, _) in answers] == [200, 429, 200, 200, 200, 200, 400]
+    for schema, (_, body, ctype) in answers:
+        assert ctype.startswith("application/json")
+        jsonschema.validate(body, component(schema))
+
+
+def test_metric_names_match_what_metrics_serves(quota_server: str) -> None:
+    call(f"{quota_server}/v1/consume", {"policy": POLICY, "tier": "plus", "subject": "m"})
+    _, text, ctype = call(f"{quota_server}/metrics")
+    assert ctype.startswith("text/plain")
+    served = {
+        line.split()[2]
+        for line in text.splitlines()
+        if line.startswith("# TYPE") and not line.split()[2].endswith("_created")
+    }
+    assert served == METRIC_NAMES
+    assert 'meltguard_quota_limit{policy="inference/imagegen",tier="free"} 3.0' in text
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(quota_server: str) -> None:
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            f"{quota_server}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            "40",
+            "--workers",
+            "2",
+            "--seed",
+            "20261123",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout, result.stdout[-3000:]
