@@ -41,3 +41,33 @@ def scrape_samples(base_url: str) -> list[Sample]:
 def by_gpu(samples: list[Sample], name: str) -> dict[str, float]:
     """``gpu`` index label -> value, for one metric."""
     return {s.labels["gpu"]: s.value for s in samples if s.name == name}
+
+
+def render_page(
+    node: str = "gpu-node-1", gpus: int = 8, pods: tuple[str, ...] = ("inference/imagegen-0",)
+) -> str:
+    """A page exactly as the exporter renders it, for simulated GPUs attached to ``pods``."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from meltguard.telemetry.attribution import RoundRobinAttribution, parse_attach
+    from meltguard.telemetry.exposition import GpuCollector
+    from meltguard.telemetry.sampler import Sampler
+    from meltguard.telemetry.simulated import SimulatedBackend
+
+    sampler = Sampler(
+        SimulatedBackend(gpus, node), RoundRobinAttribution(parse_attach(",".join(pods)))
+    )
+    sampler.sample_once()
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(lambda: sampler.snapshot, node))
+    return generate_latest(registry).decode()
+
+
+def replace_line(page: str, metric: str, gpu: int, value: str) -> str:
+    """The page with one GPU's value of one metric replaced."""
+    lines = page.split("\n")
+    for number, line in enumerate(lines):
+        if line.startswith(metric + "{") and f'gpu="{gpu}"' in line:
+            lines[number] = line.rpartition(" ")[0] + " " + value
+            return "\n".join(lines)
+    raise AssertionError(f"{metric} of GPU {gpu} not on the page")

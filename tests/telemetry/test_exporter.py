@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from meltguard.telemetry.metrics import EXPORTER_METRIC_NAMES, GPU_GAUGES
 from meltguard.telemetry.simulated import (
     IDLE_TEMPERATURE_CELSIUS,
@@ -12,7 +14,6 @@ from meltguard.telemetry.simulated import (
     MODEL,
     SLOWDOWN_TEMPERATURE_CELSIUS,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import ATTACHED_PODS, MELTGUARD, RunningExporter, start_exporter, stop_exporter
 from .helpers import by_gpu, get, post_json, scrape_samples

@@ -5,6 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+#: NVML clocks-event reason bits (also DCGM's ``DCGM_FI_DEV_CLOCKS_EVENT_REASONS`` bitmask)
+#: -> the exporter's reason label.
+EVENT_REASON_BITS: dict[int, str] = {
+    0x0000000000000040: "hw_thermal",
+    0x0000000000000020: "sw_thermal",
+    0x0000000000000080: "hw_power_brake",
+    0x0000000000000008: "hw_slowdown",
+    0x0000000000000004: "sw_power_cap",
+}
+
+
+def throttle_reasons(mask: int) -> frozenset[str]:
+    """The exporter's reason names for the bits set in a clocks-event mask."""
+    return frozenset(name for bit, name in EVENT_REASON_BITS.items() if mask & bit)
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceReading:

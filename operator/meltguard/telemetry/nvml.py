@@ -20,19 +20,11 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from meltguard.telemetry.devices import BackendUnavailable, DeviceReading
+from meltguard.telemetry.devices import BackendUnavailable, DeviceReading, throttle_reasons
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: NVML clocks-event reason bits -> the exporter's reason label.
-EVENT_REASON_BITS: dict[int, str] = {
-    0x0000000000000040: "hw_thermal",
-    0x0000000000000020: "sw_thermal",
-    0x0000000000000080: "hw_power_brake",
-    0x0000000000000008: "hw_slowdown",
-    0x0000000000000004: "sw_power_cap",
-}
 #: nvmlValueType_t -> the member of nvmlValue_t holding the value.
 _VALUE_MEMBERS = {
     0: "dVal",
@@ -43,11 +35,6 @@ _VALUE_MEMBERS = {
     5: "siVal",
     6: "usVal",
 }
-
-
-def throttle_reasons(mask: int) -> frozenset[str]:
-    """The exporter's reason names for the bits set in an NVML clocks-event mask."""
-    return frozenset(name for bit, name in EVENT_REASON_BITS.items() if mask & bit)
 
 
 class NvmlBackend:
