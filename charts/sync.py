@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from meltguard.k8s.rbac import API_CALLS, ApiCall
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
