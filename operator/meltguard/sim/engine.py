@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from meltguard.api.models import ImageQuotaPolicy, TierSpec
+from meltguard.api.models import ImageQuotaPolicy, PolicySpec, TierSpec
 from meltguard.sim.demand import UserPopulation, limits_array
 from meltguard.sim.fleet import SimulatedFleet
 from meltguard.sim.scenario import Scenario
@@ -67,7 +67,7 @@ class StrategyRun:
     p95_wait_seconds: float = 0.0
     gpu_hours: float = 0.0
     optimum_share: float = 0.0
-    series: dict[str, list[float]] = field(default_factory=dict)
+    series: dict[str, list[float | None]] = field(default_factory=dict)
     phases: list[str] = field(default_factory=list)
 
 
@@ -86,12 +86,11 @@ class SharedInputs:
         return list(self.policy.spec.quotas.tiers)
 
 
-def safe_capacity_per_step(inputs: SharedInputs) -> float:
-    """Images per physics step all reachable GPUs serve at the target utilization."""
-    scenario, spec = inputs.scenario, inputs.policy.spec
+def safe_capacity_per_second(scenario: Scenario, spec: PolicySpec) -> float:
+    """Images per second all GPUs the Deployment can get serve at the target utilization."""
     gpus = min(scenario.fleet.gpu_supply, spec.max_replicas * scenario.fleet.gpus_per_replica)
-    per_gpu = scenario.timing.physics_step_seconds / scenario.fleet.gpu_seconds_per_image
-    return gpus * per_gpu * spec.scaling.target_utilization_percent / 100
+    full_speed = gpus / scenario.fleet.gpu_seconds_per_image
+    return full_speed * spec.scaling.target_utilization_percent / 100
 
 
 def baseline_demand(inputs: SharedInputs) -> IntArray:
@@ -104,7 +103,9 @@ def baseline_demand(inputs: SharedInputs) -> IntArray:
 def optimum_images(inputs: SharedInputs) -> float:
     """The safe-capacity optimum: sum over steps of min(demand, safe capacity)."""
     demand = baseline_demand(inputs)
-    return float(np.minimum(demand, safe_capacity_per_step(inputs)).sum())
+    per_step = safe_capacity_per_second(inputs.scenario, inputs.policy.spec) \
+        * inputs.scenario.timing.physics_step_seconds
+    return float(np.minimum(demand, per_step).sum())
 
 
 class _Recorder:
@@ -173,8 +174,8 @@ class _Recorder:
         return self.run
 
 
-def _limit_value(limit: int | None) -> float:
-    return float("nan") if limit is None else float(limit)
+def _limit_value(limit: int | None) -> float | None:
+    return None if limit is None else float(limit)
 
 
 @dataclass
@@ -225,4 +226,6 @@ def run_strategy(inputs: SharedInputs, strategy: Strategy, progress: Progress | 
         recorder.step(control.limits, quota.admitted, quota.refused, quota.shed,
                       outcome.served, outcome.failed, fleet.fleet_melting)
     recorder.tick(SIMULATION_START + len(inputs.arrivals) * step, fleet, control)
+    if progress:
+        progress(steps_per_tick)
     return recorder.finish(fleet, gpu_seconds)

@@ -148,6 +148,8 @@ class SimulatedFleet:
 
     def _victim_index(self) -> int:
         """The replica a scale-down removes: the newest loading one, else the newest."""
+        if self._serving[self._allocated].all():
+            return len(self.replicas) - 1
         for index in range(len(self.replicas) - 1, -1, -1):
             if not self._serving[self.replicas[index].gpus[0]]:
                 return index

@@ -1,0 +1,136 @@
+"""One comparison: every strategy against the same users, side by side.
+
+Strategies are independent once the users are drawn, so with ``jobs > 1`` each runs in a
+forked process (the meltguard strategy, which builds a sample per GPU per tick, dominates),
+while the parent computes the safe-capacity optimum and keeps the progress bar moving.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.sharedctypes import Synchronized
+
+from meltguard.api.models import ImageQuotaPolicy
+from meltguard.sim.demand import draw_session_arrivals
+from meltguard.sim.engine import Progress, SharedInputs, StrategyRun, optimum_images, run_strategy
+from meltguard.sim.scenario import Scenario
+from meltguard.sim.strategies import HpaStrategy, MeltguardStrategy, Strategy
+
+#: The order strategies appear in, cheapest (the hand-made cut) to meltguard.
+STRATEGY_NAMES = ("static-cap", "hpa-only", "meltguard")
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """The figures of every strategy on one scenario and seed."""
+
+    scenario: Scenario
+    policy: ImageQuotaPolicy
+    seed: int
+    optimum_images: float
+    runs: tuple[StrategyRun, ...]
+
+
+def default_strategies(scenario: Scenario, policy: ImageQuotaPolicy) -> list[Strategy]:
+    """``static-cap``, ``hpa-only`` and ``meltguard`` for this scenario and policy."""
+    return [
+        HpaStrategy("static-cap", policy.spec, dict(scenario.static_caps)),
+        HpaStrategy("hpa-only", policy.spec),
+        MeltguardStrategy(policy),
+    ]
+
+
+def total_steps(scenario: Scenario, strategies: int) -> int:
+    """Physics steps of a whole comparison, for a progress bar."""
+    return scenario.duration_seconds // scenario.timing.physics_step_seconds * strategies
+
+
+def compare(
+    scenario: Scenario,
+    policy: ImageQuotaPolicy,
+    seed: int,
+    strategies: Sequence[Strategy] | None = None,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Run every strategy on the scenario's users (drawn from ``seed``)."""
+    chosen = list(strategies) if strategies is not None else default_strategies(scenario, policy)
+    tiers = [tier.name for tier in policy.spec.quotas.tiers]
+    inputs = SharedInputs(scenario, policy, draw_session_arrivals(scenario, tiers, seed), seed)
+    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+        runs, optimum = _run_forked(inputs, chosen, progress)
+    else:
+        runs = [run_strategy(inputs, strategy, progress) for strategy in chosen]
+        optimum = optimum_images(inputs)
+    for run in runs:
+        run.optimum_share = float(run.served.sum()) / optimum if optimum > 0 else 0.0
+    return Comparison(scenario, policy, seed, optimum, tuple(runs))
+
+
+def _run_forked(inputs: SharedInputs, strategies: list[Strategy],
+                progress: Progress | None) -> tuple[list[StrategyRun], float]:
+    context = multiprocessing.get_context("fork")
+    steps_done = context.Value("q", 0)
+    pipes: list[Connection] = []
+    workers = []
+    for strategy in sorted(strategies, key=lambda s: s.name != "meltguard"):
+        receiver, sender = context.Pipe(duplex=False)
+        worker = context.Process(target=_child, args=(inputs, strategy, sender, steps_done),
+                                 daemon=True)
+        worker.start()
+        sender.close()
+        pipes.append(receiver)
+        workers.append((strategy.name, worker))
+    optimum = optimum_images(inputs)
+    results = _collect(pipes, steps_done, progress)
+    for _, worker in workers:
+        worker.join()
+    by_name = {run.name: run for run in results}
+    return [by_name[strategy.name] for strategy in strategies], optimum
+
+
+def _collect(pipes: list[Connection], steps_done: Synchronized[int],
+             progress: Progress | None) -> list[StrategyRun]:
+    results: list[StrategyRun] = []
+    reported = 0
+    waiting = list(pipes)
+    while waiting:
+        for ready in wait(waiting, timeout=0.1):
+            assert isinstance(ready, Connection)
+            outcome = _receive(ready)
+            waiting.remove(ready)
+            results.append(outcome)
+        if progress:
+            done = steps_done.value
+            progress(done - reported)
+            reported = done
+    return results
+
+
+def _receive(pipe: Connection) -> StrategyRun:
+    try:
+        outcome = pipe.recv()
+    except EOFError:
+        raise RuntimeError("a strategy's worker process died without a result") from None
+    if isinstance(outcome, str):
+        raise RuntimeError(f"a strategy failed in its worker process:\n{outcome}")
+    assert isinstance(outcome, StrategyRun)
+    return outcome
+
+
+def _child(inputs: SharedInputs, strategy: Strategy, pipe: Connection,
+           steps_done: Synchronized[int]) -> None:
+    def count(steps: int) -> None:
+        with steps_done.get_lock():
+            steps_done.value += steps
+
+    try:
+        pipe.send(run_strategy(inputs, strategy, count))
+    except Exception:  # any failure goes to the parent, which raises it
+        pipe.send(traceback.format_exc())
+    finally:
+        pipe.close()
