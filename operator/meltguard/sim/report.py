@@ -8,7 +8,6 @@ from typing import Any
 from meltguard.sim.compare import Comparison
 from meltguard.sim.engine import StrategyRun
 
-
 Cell = Callable[[StrategyRun], str]
 
 
