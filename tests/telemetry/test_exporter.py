@@ -181,3 +181,31 @@ def test_usage_errors_exit_2_with_a_clear_message(flags: list[str], message: str
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_sidecar_exporter_labels_every_gpu_with_its_own_pod() -> None:
+    exporter = start_exporter(
+        "--simulate",
+        "2",
+        "--attribution",
+        "sidecar",
+        "--pod-name",
+        "imagegen-5",
+        "--pod-namespace",
+        "inference",
+        "--container",
+        "worker",
+    )
+    try:
+        samples = scrape_samples(exporter.url)
+    finally:
+        stop_exporter(exporter)
+    owners = {
+        (s.labels["gpu"], s.labels["namespace"], s.labels["pod"], s.labels["container"])
+        for s in samples
+        if s.name == "meltguard_gpu_up"
+    }
+    assert owners == {
+        ("0", "inference", "imagegen-5", "worker"),
+        ("1", "inference", "imagegen-5", "worker"),
+    }
