@@ -1,0 +1,120 @@
+"""Users and quota checks: arrivals integrate to the scenario's numbers, limits bite exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from meltguard.api.models import TierSpec
+from meltguard.sim.demand import (
+    UNLIMITED,
+    UserPopulation,
+    draw_session_arrivals,
+    limits_array,
+    session_rates,
+)
+from meltguard.sim.scenario import parse_scenario
+from tests.sim.conftest import small_document
+
+#: Users who ask every step, never tire of it, and give up at the first refusal.
+EAGER = {"dailyUsers": 0, "imagesPerSession": 1e18, "thinkSeconds": 1e-6,
+         "giveUpProbability": 1.0}
+
+
+def scenario_with(**demand: Any) -> Any:
+    document = small_document()
+    document["demand"] = demand
+    scenario, _ = parse_scenario(document, "test")
+    return scenario
+
+
+def test_a_normal_day_brings_daily_users_whatever_the_daily_shape() -> None:
+    scenario = scenario_with(tiers={"free": {"dailyUsers": 86400}},
+                             diurnal={"peakHour": 5, "troughRatio": 0.2})
+    times = np.arange(0, 86400, 60, dtype=np.float64) + 30
+    rates = session_rates(scenario, ["free", "plus"], times)
+    assert (rates[:, 0] * 60).sum() == pytest.approx(86400)
+    assert rates[:, 1].sum() == 0  # no demand for a tier the scenario does not name
+    # busiest at 05:00, quietest at 17:00, in the ratio asked for
+    assert rates[:, 0].min() / rates[:, 0].max() == pytest.approx(0.2, rel=1e-3)
+    assert times[rates[:, 0].argmax()] // 3600 in (4, 5)
+
+
+def test_the_surge_brings_new_users_within_its_hours_then_decays() -> None:
+    scenario = scenario_with(
+        tiers={"free": {"dailyUsers": 0}, "plus": {"dailyUsers": 0}},
+        surge={"startHour": 1, "hours": 1, "rampHours": 0.5, "newUsers": 1_000_000,
+               "decayHours": 2, "tierShares": {"free": 0.9, "plus": 0.1}},
+    )
+    step = 1.0
+    times = np.arange(0, 24 * 3600, step) + step / 2
+    rates = session_rates(scenario, ["free", "plus"], times)
+    in_surge = (times >= 3600) & (times < 7200)
+    assert (rates[in_surge].sum(axis=0) * step) == pytest.approx([900_000, 100_000], rel=1e-3)
+    assert rates[times < 3600].sum() == 0
+    # an hour after the surge: e^(-1/2) of the peak
+    peak = rates[in_surge].max(axis=0)
+    one_hour_later = rates[np.searchsorted(times, 3 * 3600)]
+    assert one_hour_later / peak == pytest.approx(np.exp(-0.5) * np.ones(2), rel=1e-3)
+
+
+def test_same_seed_same_users_other_seed_other_users() -> None:
+    scenario, _ = parse_scenario(small_document(), "small")
+    first = draw_session_arrivals(scenario, ["free", "plus", "pro"], 3)
+    again = draw_session_arrivals(scenario, ["free", "plus", "pro"], 3)
+    other = draw_session_arrivals(scenario, ["free", "plus", "pro"], 4)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert first.shape == (scenario.duration_seconds // 30, 3)
+
+
+def eager_population(window: str = "24h", limit: int = 2, give_up: float = 1.0
+                     ) -> UserPopulation:
+    eager = {**EAGER, "giveUpProbability": give_up}
+    scenario = scenario_with(tiers={"free": eager, "pro": eager})
+    tiers = [TierSpec(name="free", limit=limit, window=window), TierSpec(name="pro",
+                                                                         unlimited=True)]
+    return UserPopulation(scenario, tiers, seed=0)
+
+
+def test_each_user_gets_the_limit_in_force_then_is_refused() -> None:
+    users = eager_population(limit=2)
+    limits = np.array([2, UNLIMITED])
+    arrivals = [np.array([100, 10]), np.array([0, 0]), np.array([0, 0]), np.array([0, 0])]
+    outcomes = [users.step(row, limits) for row in arrivals]
+    assert [o.admitted.tolist() for o in outcomes] == [[100, 10], [100, 10], [0, 10], [0, 10]]
+    assert [o.refused.tolist() for o in outcomes] == [[0, 0], [0, 0], [100, 0], [0, 0]]
+    # refused at the baseline: the product's rule, not shedding
+    assert sum(o.shed.sum() for o in outcomes) == 0
+
+
+def test_refusals_below_the_baseline_count_as_shed() -> None:
+    users = eager_population(limit=2)
+    users.step(np.array([100, 0]), np.array([2, UNLIMITED]))
+    tightened = users.step(np.array([0, 0]), np.array([1, UNLIMITED]))
+    assert tightened.refused.tolist() == [100, 0]
+    assert tightened.shed.tolist() == [100, 0]
+
+
+def test_a_limit_of_zero_refuses_new_users_too() -> None:
+    users = eager_population(limit=2)
+    outcome = users.step(np.array([50, 5]), np.array([0, UNLIMITED]))
+    assert outcome.admitted.tolist() == [0, 5]
+    assert outcome.shed.tolist() == [50, 0]
+
+
+def test_counters_reset_when_the_window_ends() -> None:
+    # 30 s steps and a 60 s window: the counts start over every second step.
+    users = eager_population(window="60s", limit=1, give_up=0.0)  # refused users stay
+    limits = np.array([1, UNLIMITED])
+    admitted = [users.step(np.array([10, 0]) if i == 0 else np.array([0, 0]), limits)
+                .admitted[0] for i in range(4)]
+    assert admitted == [10, 0, 10, 0]
+
+
+def test_limits_array_takes_baselines_for_missing_and_unlimited_tiers() -> None:
+    tiers = [TierSpec(name="free", limit=3), TierSpec(name="plus", limit=50),
+             TierSpec(name="pro", unlimited=True)]
+    assert limits_array(tiers, {"free": 1, "pro": None}).tolist() == [1, 50, UNLIMITED]

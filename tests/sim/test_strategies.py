@@ -1,0 +1,123 @@
+"""The strategies drive the simulated fleet with the operator's own code."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+
+import meltguard.core.decide as decision_core
+import meltguard.core.replicas as replica_core
+from meltguard.api.models import ImageQuotaPolicy, PolicySpec
+from meltguard.core.observation import Observation
+from meltguard.core.state import ControllerState
+from meltguard.sim import strategies
+from meltguard.sim.compare import compare
+from meltguard.sim.scenario import Scenario
+
+
+def test_the_simulator_calls_the_decide_function_the_operator_calls(
+    small: tuple[Scenario, ImageQuotaPolicy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meltguard.k8s import reconcile
+
+    assert reconcile.decide is decision_core.decide  # what the operator calls
+    scenario, policy = small
+    real_decide = decision_core.decide
+    calls: list[tuple[Observation, float, Any]] = []
+
+    def spy(spec: PolicySpec, state: ControllerState, observation: Observation,
+            now: float) -> decision_core.Decision:
+        assert spec is policy.spec
+        decision = real_decide(spec, state, observation, now)
+        calls.append((observation, now, decision))
+        # mark the decision so we can see the simulator applied this very object
+        return dataclasses.replace(decision, desired_replicas=7)
+
+    monkeypatch.setattr(decision_core, "decide", spy)
+    meltguard_only = [strategies.MeltguardStrategy(policy)]
+    run = compare(scenario, policy, seed=1, strategies=meltguard_only).runs[0]
+    ticks = scenario.duration_seconds // scenario.timing.control_tick_seconds
+    assert len(calls) == ticks
+    assert [now for _, now, _ in calls] == sorted({now for _, now, _ in calls})
+    # every allocated GPU is observed, and the marked replica count was applied
+    assert all(len(obs.samples) == obs.current_replicas for obs, _, _ in calls[1:])
+    assert set(run.series["desiredReplicas"][1:]) == {7}
+
+
+def test_state_goes_back_to_decide_through_its_status_form(
+    small: tuple[Scenario, ImageQuotaPolicy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario, policy = small
+    real_decide = decision_core.decide
+    seen: list[tuple[ControllerState, ControllerState]] = []
+
+    def spy(spec: PolicySpec, state: ControllerState, observation: Observation,
+            now: float) -> decision_core.Decision:
+        decision = real_decide(spec, state, observation, now)
+        seen.append((state, decision.state))
+        return decision
+
+    monkeypatch.setattr(decision_core, "decide", spy)
+    compare(scenario, policy, seed=1, strategies=[strategies.MeltguardStrategy(policy)])
+    assert seen[0][0] == ControllerState.initial()
+    for (_, produced), (given, _) in zip(seen, seen[1:], strict=False):
+        assert given == produced
+
+
+def test_the_baselines_use_the_cores_hpa_arithmetic(
+    small: tuple[Scenario, ImageQuotaPolicy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario, policy = small
+    assert strategies.hpa_replicas is replica_core.hpa_replicas  # no copy of the arithmetic
+    calls = []
+    real = replica_core.hpa_replicas
+
+    def spy(*args: Any, **kwargs: Any) -> replica_core.Limited:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(strategies, "hpa_replicas", spy)
+    hpa = strategies.HpaStrategy("hpa-only", policy.spec)
+    compare(scenario, policy, seed=1, strategies=[hpa])
+    assert len(calls) == scenario.duration_seconds // scenario.timing.control_tick_seconds
+
+
+def test_static_cap_holds_its_limit_all_day_and_hpa_only_keeps_baselines(
+    small: tuple[Scenario, ImageQuotaPolicy]
+) -> None:
+    scenario, policy = small
+    result = compare(scenario, policy, seed=1)
+    by_name = {run.name: run for run in result.runs}
+    assert set(by_name["static-cap"].series["firstTierLimit"]) == {3.0}
+    assert set(by_name["hpa-only"].series["firstTierLimit"]) == {6.0}
+    assert by_name["hpa-only"].shed.sum() == 0
+
+
+def test_same_seed_same_figures_in_one_process_or_several(
+    small: tuple[Scenario, ImageQuotaPolicy]
+) -> None:
+    scenario, policy = small
+    alone = compare(scenario, policy, seed=5, jobs=1)
+    forked = compare(scenario, policy, seed=5, jobs=3)
+    other = compare(scenario, policy, seed=6, jobs=1)
+    for one, two in zip(alone.runs, forked.runs, strict=True):
+        assert one.name == two.name
+        assert np.array_equal(one.served, two.served)
+        assert one.series == two.series
+    assert alone.optimum_images == forked.optimum_images
+    assert not np.array_equal(alone.runs[0].served, other.runs[0].served)
+
+
+def test_a_paused_policy_observes_but_changes_nothing(
+    small: tuple[Scenario, ImageQuotaPolicy]
+) -> None:
+    scenario, policy = small
+    paused = policy.model_copy(update={"spec": policy.spec.model_copy(update={"paused": True})})
+    run = compare(scenario, paused, seed=1,
+                  strategies=[strategies.MeltguardStrategy(paused)]).runs[0]
+    assert set(run.series["desiredReplicas"]) == {scenario.fleet.initial_replicas}
+    assert set(run.series["firstTierLimit"]) == {6.0}
+    assert "Melting" in run.phases or "Hot" in run.phases  # it saw the surge all the same
