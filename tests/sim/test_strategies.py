@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_state_goes_back_to_decide_through_its_status_form(
     monkeypatch.setattr(decision_core, "decide", spy)
     compare(scenario, policy, seed=1, strategies=[strategies.MeltguardStrategy(policy)])
     assert seen[0][0] == ControllerState.initial()
-    for (_, produced), (given, _) in zip(seen, seen[1:], strict=False):
+    for (_, produced), (given, _) in itertools.pairwise(seen):
         assert given == produced
 
 
