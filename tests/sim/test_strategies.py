@@ -32,7 +32,7 @@ def test_the_simulator_calls_the_decide_function_the_operator_calls(
     def spy(spec: PolicySpec, state: ControllerState, observation: Observation,
             now: float) -> decision_core.Decision:
         assert spec is policy.spec
-        decision = real_decide(spec, state, observation, now)
+        decision: decision_core.Decision = real_decide(spec, state, observation, now)
         calls.append((observation, now, decision))
         # mark the decision so we can see the simulator applied this very object
         return dataclasses.replace(decision, desired_replicas=7)
@@ -78,7 +78,8 @@ def test_the_baselines_use_the_cores_hpa_arithmetic(
 
     def spy(*args: Any, **kwargs: Any) -> replica_core.Limited:
         calls.append(args)
-        return real(*args, **kwargs)
+        limited: replica_core.Limited = real(*args, **kwargs)
+        return limited
 
     monkeypatch.setattr(strategies, "hpa_replicas", spy)
     hpa = strategies.HpaStrategy("hpa-only", policy.spec)
