@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
@@ -23,6 +24,7 @@ def load_sync() -> ModuleType:
     spec = importlib.util.spec_from_file_location("chart_sync", REPO_ROOT / "charts" / "sync.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
