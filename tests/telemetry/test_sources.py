@@ -280,3 +280,24 @@ async def test_discovery_failure_marks_known_gpus_lost(page_server: PageServer) 
     assert second.samples == ()
     assert second.lost_gpus == {s.uuid for s in first.samples}
     assert [e.reason for e in second.errors] == ["discovery"]
+
+
+async def test_create_source_follows_the_policy_spec() -> None:
+    from meltguard.api.models import TelemetrySpec
+    from meltguard.telemetry.prometheus import PrometheusSource
+    from meltguard.telemetry.sources import create_source
+
+    default = create_source(TelemetrySpec(), fixed_endpoints())
+    assert isinstance(default, ScrapeSource)
+    assert (default.schema.source, default.namespace, default.port) == (
+        "exporter",
+        "meltguard-system",
+        9400,
+    )
+    assert default.match_labels == {"app.kubernetes.io/name": "meltguard-exporter"}
+    spec = TelemetrySpec.model_validate(
+        {"source": "prometheus", "prometheus": {"url": "http://prom:9090/"}}
+    )
+    prometheus = create_source(spec, fixed_endpoints())
+    assert isinstance(prometheus, PrometheusSource)
+    assert prometheus.url == "http://prom:9090"

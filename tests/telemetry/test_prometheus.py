@@ -1,0 +1,191 @@
+"""The ``prometheus`` source against a real Prometheus server scraping the simulated exporter.
+
+Needs the ``prometheus`` binary (Debian package ``prometheus``); skipped with a reason if absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from meltguard.core.observation import GpuSample
+from meltguard.telemetry.interpret import EXPORTER_SCHEMA
+from meltguard.telemetry.prometheus import PrometheusSource, QueryError, parse_vector
+from meltguard.telemetry.scrape import Scraper
+from meltguard.telemetry.sources import ScrapeSource
+
+from .conftest import ATTACHED_PODS, RunningExporter, free_port
+from .helpers import get, post_json
+
+NOW = time.time
+
+
+@dataclass
+class RunningPrometheus:
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    simulated_exporter: RunningExporter, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningPrometheus]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus binary not found (apt-get install prometheus)")
+    workdir: Path = tmp_path_factory.mktemp("prometheus")
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: meltguard-exporter\n"
+        "    honor_labels: true\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{simulated_exporter.port}']}}]\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while get_status(f"{url}/-/ready") != 200:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("prometheus did not become ready")
+            time.sleep(0.2)
+        yield RunningPrometheus(process, url)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def get_status(url: str) -> int:
+    try:
+        return get(url)[0]
+    except OSError:
+        return 0
+
+
+def query_value(prometheus: RunningPrometheus, query: str) -> list[float]:
+    status, text = get(f"{prometheus.url}/api/v1/query?{urllib.parse.urlencode({'query': query})}")
+    assert status == 200, text
+    return [float(item["value"][1]) for item in json.loads(text)["data"]["result"]]
+
+
+def wait_for(
+    prometheus: RunningPrometheus, query: str, expected: list[float], timeout: float = 20
+) -> None:
+    deadline = time.monotonic() + timeout
+    while query_value(prometheus, query) != expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{query} never became {expected}: {query_value(prometheus, query)}")
+        time.sleep(0.2)
+
+
+def without_time(samples: tuple[GpuSample, ...]) -> dict[str, GpuSample]:
+    return {s.uuid: replace(s, sampled_at=0.0) for s in samples}
+
+
+@pytest.mark.slow
+async def test_prometheus_source_matches_the_direct_exporter_source(
+    simulated_exporter: RunningExporter, prometheus: RunningPrometheus
+) -> None:
+    drill = {
+        "gpus": [0, 4],
+        "reset": True,
+        "utilization": 0.99,
+        "temperatureCelsius": 93,
+        "throttleReasons": ["hw_thermal", "hw_power_brake"],
+        "memoryUsedRatio": 0.96,
+    }
+    post_json(f"{simulated_exporter.url}/simulate", {"gpus": "all", "reset": True})
+    assert post_json(f"{simulated_exporter.url}/simulate", drill)[0] == 200
+    assert post_json(f"{simulated_exporter.url}/simulate", {"gpus": [6], "up": False})[0] == 200
+    wait_for(prometheus, 'sum(meltguard_gpu_throttled{reason="hw_power_brake"})', [2.0])
+    wait_for(prometheus, "count(meltguard_gpu_up == 0)", [1.0])
+    wanted = [(p.split("/")[0], p.split("/")[1]) for p in ATTACHED_PODS[:2]]
+
+    async def direct_endpoints(namespace: str, labels: object, port: int) -> list[str]:
+        return [f"127.0.0.1:{simulated_exporter.port}"]
+
+    direct = ScrapeSource(EXPORTER_SCHEMA, "ns", {}, 9400, direct_endpoints, Scraper())
+    through_prometheus = PrometheusSource(prometheus.url)
+    try:
+        now = NOW()
+        expected = await direct.read(wanted, now)
+        observed = await through_prometheus.read(wanted, now)
+    finally:
+        await direct.close()
+        await through_prometheus.close()
+    assert observed.errors == ()
+    assert len(expected.samples) == 6
+    assert without_time(observed.samples) == without_time(expected.samples)
+    hot = [s for s in observed.samples if s.utilization == 0.99]
+    assert len(hot) == 2 and all(
+        s.throttle_reasons == {"hw_thermal", "hw_power_brake"} for s in hot
+    )
+    assert [s.up for s in observed.samples].count(False) == 1
+    for sample in observed.samples:  # stamped with Prometheus' scrape time, not the query time
+        assert now - 10 < sample.sampled_at <= now
+
+
+async def test_unreachable_prometheus_marks_the_last_gpus_lost() -> None:
+    source = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout=1)
+    try:
+        reading = await source.read([("inference", "imagegen-0")], NOW())
+    finally:
+        await source.close()
+    assert reading.samples == ()
+    assert [e.reason for e in reading.errors] == ["connection"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": "error", "errorType": "bad_data", "error": "parse error"},
+        {"status": "success", "data": {"resultType": "matrix", "result": []}},
+        {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}}]}},
+        {
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "x"]}]},
+        },
+        ["not", "an", "object"],
+    ],
+)
+def test_unusable_answers_are_query_errors(answer: object) -> None:
+    with pytest.raises(QueryError):
+        parse_vector(answer)
+
+
+def test_vector_answer_is_parsed() -> None:
+    answer = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {
+                    "metric": {"__name__": "meltguard_gpu_up", "uuid": "GPU-1"},
+                    "value": [1700000000.5, "1"],
+                }
+            ],
+        },
+    }
+    assert parse_vector(answer) == [
+        ({"__name__": "meltguard_gpu_up", "uuid": "GPU-1"}, 1.0, 1700000000.5)
+    ]
