@@ -7,6 +7,7 @@ with its own loop (:class:`KopfThread`); the test's loop serves the API (:mod:`o
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -179,14 +180,16 @@ def pod(namespace: str, name: str, labels: dict[str, str], *, ip: str | None = "
             "spec": {"containers": [{"name": "main", "image": "worker"}]}, "status": status}
 
 
-def policy(namespace: str, name: str, target: str, **spec: Any) -> dict[str, Any]:
+def policy(namespace: str, name: str, target: str, exporter_port: int = 9400,
+           **spec: Any) -> dict[str, Any]:
     """An ImageQuotaPolicy with quick timings for tests; ``spec`` overrides top-level fields."""
     body: dict[str, Any] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
         "minReplicas": 2, "maxReplicas": 4, "intervalSeconds": 1,
         "telemetry": {"source": "exporter",
                       "exporter": {"namespace": namespace,
-                                   "selector": {"matchLabels": EXPORTER_LABELS}, "port": 9400},
+                                   "selector": {"matchLabels": EXPORTER_LABELS},
+                                   "port": exporter_port},
                       "staleAfterSeconds": 3},
         "scaling": {"targetUtilizationPercent": 70, "tolerancePercent": 10,
                     "scaleUp": {"stabilizationSeconds": 0, "maxStepReplicas": 8,
@@ -260,7 +263,8 @@ class SimulatedExporter:
             self._process.wait(timeout=10)
 
     def __enter__(self) -> SimulatedExporter:
-        return self.start()
+        running = self._process is not None and self._process.poll() is None
+        return self if running else self.start()
 
     def __exit__(self, *_: object) -> None:
         self.stop()
@@ -300,3 +304,83 @@ class MeltguardOperator(KopfThread):
         configure_settings(settings)
         super().__init__(build_registry(self.runtime), namespaces=namespaces,
                          clusterwide=clusterwide, settings=settings)
+
+
+def start_fleet(server: ApiServer, namespace: str, name: str, replicas: int, *,
+                pending: int = 0, host: str = "127.0.0.1") -> SimulatedExporter:
+    """A Deployment with running pods (one simulated GPU each), ``pending`` pods waiting for a
+    GPU, and an exporter pod in the same namespace whose IP is the simulated exporter's."""
+    add_namespaces(server, namespace)
+    server.create_object(DEPLOYMENTS, deployment(namespace, name, replicas))
+    workers = [f"{name}-{index}" for index in range(replicas)]
+    for worker in workers:
+        server.create_object(PODS, pod(namespace, worker, {"app": name}))
+    for index in range(pending):
+        server.create_object(PODS, pod(namespace, f"{name}-pending-{index}", {"app": name},
+                                       waiting_for_gpu=True))
+    exporter = SimulatedExporter(replicas, [f"{namespace}/{worker}" for worker in workers],
+                                 host=host).start()
+    server.create_object(PODS, pod(namespace, f"exporter-{name}", EXPORTER_LABELS, ip=host))
+    return exporter
+
+
+# --------------------------------------------------------------------------------------------
+# Reading what the operator did, from the objects' histories.
+# --------------------------------------------------------------------------------------------
+
+def versions(server: ApiServer, resource: str, namespace: str, name: str) -> list[dict[str, Any]]:
+    """Every stored version of an object, oldest first (deletions skipped)."""
+    key = (kmock.resource(resource), namespace, name)
+    if key not in server.objects:
+        return []
+    return [version.raw for version in server.objects[key].history if version is not None]
+
+
+def changes(values: Sequence[Any]) -> list[Any]:
+    """``values`` with consecutive repeats dropped."""
+    return [value for index, value in enumerate(values) if index == 0 or value != values[index - 1]]
+
+
+def status_of(server: ApiServer, namespace: str, name: str) -> dict[str, Any]:
+    """The policy's status now (empty when none yet)."""
+    return dict((server.stored(POLICIES, namespace, name) or {}).get("status") or {})
+
+
+def condition_of(server: ApiServer, namespace: str, name: str, kind: str) -> dict[str, Any]:
+    """One status condition of the policy (empty when absent)."""
+    for item in status_of(server, namespace, name).get("conditions") or []:
+        if item["type"] == kind:
+            return dict(item)
+    return {}
+
+
+def phases(server: ApiServer, namespace: str, name: str) -> list[str]:
+    """The phases the policy's status went through, in order."""
+    return changes([version["status"]["phase"]
+                    for version in versions(server, POLICIES, namespace, name)
+                    if (version.get("status") or {}).get("phase")])
+
+
+def replicas_now(server: ApiServer, namespace: str, name: str) -> int:
+    """The Deployment's spec.replicas."""
+    return int((server.stored(DEPLOYMENTS, namespace, name) or {})["spec"]["replicas"])
+
+
+def quota_versions(server: ApiServer, namespace: str, name: str) -> list[dict[str, Any]]:
+    """Every ``quotas.json`` the ConfigMap held, parsed, oldest first."""
+    return [json.loads(version["data"]["quotas.json"])
+            for version in versions(server, CONFIGMAPS, namespace, name)]
+
+
+def limit_steps(server: ApiServer, namespace: str, name: str) -> list[tuple[int | None, ...]]:
+    """The sequence of published limits (None for unlimited tiers), repeats dropped."""
+    return changes([tuple(tier.get("limit") for tier in document["tiers"])
+                    for document in quota_versions(server, namespace, name)])
+
+
+def events_with(server: ApiServer, reason: str,
+                namespace: str | None = None) -> list[dict[str, Any]]:
+    """The Events posted with ``reason`` (optionally in one namespace)."""
+    return [obj.raw for (resource, ns, _), obj in server.objects.items()
+            if resource == kmock.resource(EVENTS) and not obj.deleted
+            and obj.raw.get("reason") == reason and namespace in (None, ns)]
