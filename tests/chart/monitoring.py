@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .helm import CHART_DIR, Helm, one
@@ -11,9 +11,9 @@ from .helm import CHART_DIR, Helm, one
 DASHBOARD_FILE = CHART_DIR / "dashboards" / "meltguard-overview.json"
 
 
-def rendered_rule_groups(helm: Helm) -> dict[str, Any]:
+def rendered_rule_groups(helm: Helm, settings: Iterable[str] = ()) -> dict[str, Any]:
     """``spec`` of the rendered PrometheusRule: a Prometheus rule file's ``groups``."""
-    docs = helm.template(settings=["monitoring.prometheusRule.enabled=true"])
+    docs = helm.template(settings=["monitoring.prometheusRule.enabled=true", *settings])
     spec: dict[str, Any] = one(docs, "PrometheusRule", "meltguard")["spec"]
     return spec
 

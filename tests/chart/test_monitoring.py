@@ -73,6 +73,10 @@ def test_service_monitors_select_the_metrics_services_and_their_ports(helm: Helm
         port_names = {p["name"] for p in services[0]["spec"]["ports"]}
         assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
         assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    honor = {m["metadata"]["name"]: m["spec"]["endpoints"][0]["honorLabels"] for m in monitors}
+    assert honor == {"meltguard-operator": True, "meltguard-quota-server": False}, (
+        "the operator's namespace label (the policy's) must survive the scrape"
+    )
 
 
 def test_pod_monitor_scrapes_the_exporter_pods_keeping_their_pod_labels(helm: Helm) -> None:
