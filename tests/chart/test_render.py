@@ -288,6 +288,7 @@ def test_quota_limits_from_mounted_configmaps(helm: Helm) -> None:
         (["exporter.port=0"], "/exporter/port"),
         (["image.digest=latest"], "/image/digest"),
         (["alerts.melting.for=soon"], "/alerts/melting/for"),
+        (["operator.watchNamespaces={team-*}"], "/operator/watchNamespaces/0"),
     ],
 )
 def test_bad_values_fail_with_a_message_naming_them(
