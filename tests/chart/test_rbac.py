@@ -130,9 +130,10 @@ def test_rules_file_follows_a_change_of_api_calls() -> None:
 def test_cluster_wide_peering_is_allowed(helm: Helm) -> None:
     docs = helm.template(settings=["operator.peering.enabled=true"])
     assert find(docs, "ClusterKopfPeering")
-    verbs = {
-        verb
-        for _, group, resource, verb in operator_grants(docs)
-        if (group, resource) == ("kopf.dev", "clusterkopfpeerings")
-    }
-    assert {"get", "list", "watch", "patch"} <= verbs
+
+    def verbs(resource: str) -> set[str]:
+        grants = operator_grants(docs)
+        return {verb for _, group, res, verb in grants if (group, res) == ("kopf.dev", resource)}
+
+    assert verbs("kopfpeerings")
+    assert verbs("clusterkopfpeerings") == verbs("kopfpeerings")
