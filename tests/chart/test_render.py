@@ -333,3 +333,9 @@ def test_notes_tell_the_next_step(helm: Helm) -> None:
     assert "kubectl apply -f" in notes
     assert "kubectl get imagequotapolicies" in notes
     assert "/v1/consume" in notes
+
+
+def test_kubernetes_older_than_1_28_is_refused(helm: Helm) -> None:
+    helm.run("template", "x", str(CHART_DIR), "--kube-version", "1.28.0")
+    with pytest.raises(HelmFailed, match="requires kubeVersion"):
+        helm.run("template", "x", str(CHART_DIR), "--kube-version", "1.27.0")
