@@ -25,6 +25,7 @@ from operator_apiserver import ApiServer
 
 from meltguard.k8s.handlers import Runtime, build_registry, configure_settings
 from meltguard.k8s.metrics import OperatorMetrics
+from meltguard.k8s.rbac import API_CALLS
 from meltguard.k8s.telemetry import telemetry_sources
 
 POLICIES = "meltguard.io/v1alpha1/imagequotapolicies"
@@ -83,14 +84,18 @@ def login_to(server: ApiServer) -> Callable[..., kopf.ConnectionInfo]:
 
 
 class KopfThread:
-    """kopf's ``operator()`` in its own thread and event loop, started and stopped by ``with``."""
+    """kopf's ``operator()`` in its own thread and event loop, started and stopped by ``with``.
+
+    Standalone unless ``peering_name`` is given (then the KopfPeering object must exist).
+    """
 
     def __init__(self, registry: kopf.OperatorRegistry, *, namespaces: Collection[str] = (),
                  clusterwide: bool = False, settings: kopf.OperatorSettings | None = None,
-                 memo: Any = None) -> None:
+                 peering_name: str | None = None) -> None:
         self._kwargs: dict[str, Any] = dict(
-            registry=registry, settings=settings or quick_settings(), standalone=True,
-            namespaces=list(namespaces), clusterwide=clusterwide, memo=memo)
+            registry=registry, settings=settings or quick_settings(),
+            standalone=peering_name is None, peering_name=peering_name,
+            namespaces=list(namespaces), clusterwide=clusterwide)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="kopf", daemon=True)
@@ -104,23 +109,27 @@ class KopfThread:
             self.error = exc
             self._ready.set()
 
-    def __enter__(self) -> KopfThread:
+    # Waiting happens in a worker thread: the test's loop must keep serving the API meanwhile
+    # (kopf talks to it while starting and stopping, e.g. to leave its peering).
+
+    async def __aenter__(self) -> KopfThread:
         self._thread.start()
-        if not self._ready.wait(timeout=20) or self.error is not None:
-            self.stop()
+        ready = await asyncio.to_thread(self._ready.wait, 20)
+        if not ready or self.error is not None:
+            await self.stop()
             raise RuntimeError(f"kopf did not start: {self.error!r}")
         return self
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """Ask kopf to stop, as SIGTERM would, and wait for it."""
         self._stop.set()
-        self._thread.join(timeout=30)
+        await asyncio.to_thread(self._thread.join, 30)
         if self._thread.is_alive():
             raise RuntimeError("kopf did not stop within 30 s")
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
 
 
 def quick_settings() -> kopf.OperatorSettings:
@@ -269,6 +278,12 @@ class SimulatedExporter:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
+    async def __aenter__(self) -> SimulatedExporter:
+        return self.__enter__()
+
+    async def __aexit__(self, *_: object) -> None:
+        self.stop()
+
     async def drill(self, **state: Any) -> None:
         """POST /simulate: e.g. ``drill(utilization=0.99, temperatureCelsius=91)``."""
         body = {"gpus": "all", **state}
@@ -293,17 +308,30 @@ class SimulatedExporter:
 # --------------------------------------------------------------------------------------------
 
 class MeltguardOperator(KopfThread):
-    """meltguard's registry and settings in a :class:`KopfThread`, logged in to ``server``."""
+    """meltguard's registry and settings in a :class:`KopfThread`, logged in to ``server``.
+
+    On a clean exit it checks the request log: every request needed a permission that
+    :data:`~meltguard.k8s.rbac.API_CALLS` (hence the chart's RBAC) grants.
+    """
 
     def __init__(self, server: ApiServer, *, namespaces: Collection[str] = (),
-                 clusterwide: bool = False) -> None:
+                 clusterwide: bool = False, peering_name: str | None = None) -> None:
         self.metrics = OperatorMetrics()
         self.runtime = Runtime(login=login_to(server), telemetry=telemetry_sources,
                                metrics=self.metrics)
         settings = quick_settings()
         configure_settings(settings)
         super().__init__(build_registry(self.runtime), namespaces=namespaces,
-                         clusterwide=clusterwide, settings=settings)
+                         clusterwide=clusterwide, settings=settings, peering_name=peering_name)
+        self.server = server
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        unlisted = verbs_used(self.server) - verbs_listed()
+        if exc_type is None and unlisted:
+            raise AssertionError(f"requests RBAC would refuse (add them to API_CALLS): "
+                                 f"{sorted(unlisted)}")
 
 
 def start_fleet(server: ApiServer, namespace: str, name: str, replicas: int, *,
@@ -384,3 +412,36 @@ def events_with(server: ApiServer, reason: str,
     return [obj.raw for (resource, ns, _), obj in server.objects.items()
             if resource == kmock.resource(EVENTS) and not obj.deleted
             and obj.raw.get("reason") == reason and namespace in (None, ns)]
+
+
+# --------------------------------------------------------------------------------------------
+# The request log as RBAC sees it.
+# --------------------------------------------------------------------------------------------
+
+ApiVerb = tuple[str, str, str]
+"""``(group, resource[/subresource], verb)``, as an RBAC rule grants it."""
+
+
+def rbac_verb(request: Any) -> ApiVerb | None:
+    """The RBAC permission a request needed; None for discovery (non-resource URLs)."""
+    resource = request.resource
+    if resource is None or resource.plural is None:
+        return None
+    plural = resource.plural + (f"/{request.subresource}" if request.subresource else "")
+    if request.method == "GET":
+        verb = "watch" if request.params.get("watch") == "true" else \
+            "get" if request.name else "list"
+    else:
+        verb = {"POST": "create", "PATCH": "patch", "PUT": "update",
+                "DELETE": "delete"}[request.method.value]
+    return resource.group or "", plural, verb
+
+
+def verbs_used(server: ApiServer) -> set[ApiVerb]:
+    """Every permission the requests served so far needed."""
+    return {verb for request in server.request_log if (verb := rbac_verb(request)) is not None}
+
+
+def verbs_listed() -> set[ApiVerb]:
+    """Every permission :data:`meltguard.k8s.rbac.API_CALLS` grants."""
+    return {(call.group, call.resource, verb) for call in API_CALLS for verb in call.verbs}

@@ -42,7 +42,7 @@ def scale_patches(api: ApiServer) -> list[int]:
 
 
 async def test_heat_scales_up_within_a_tick_then_hot_then_melting(api: ApiServer) -> None:
-    with start_fleet(api, NS, "worker", 2) as exporter, \
+    async with start_fleet(api, NS, "worker", 2) as exporter, \
             MeltguardOperator(api, namespaces=[NS]):
         api.create_object(POLICIES, policy(NS, "imagegen", "worker", exporter.port))
         await eventually(lambda: status_of(api, NS, "imagegen").get("phase") == "Cool",
@@ -62,7 +62,7 @@ async def test_heat_scales_up_within_a_tick_then_hot_then_melting(api: ApiServer
 
 
 async def _tightens_in_shed_order(api: ApiServer, *, pending: int, max_replicas: int) -> None:
-    with start_fleet(api, NS, "worker", 2, pending=pending) as exporter, \
+    async with start_fleet(api, NS, "worker", 2, pending=pending) as exporter, \
             MeltguardOperator(api, namespaces=[NS]):
         api.create_object(POLICIES, policy(NS, "imagegen", "worker", exporter.port,
                                            maxReplicas=max_replicas))
@@ -96,7 +96,7 @@ async def test_pending_pods_without_gpus_and_melting_tighten_too(api: ApiServer)
 
 async def test_cooling_relaxes_in_reverse_order_and_scales_down_after_the_window(
         api: ApiServer) -> None:
-    with start_fleet(api, NS, "worker", 2) as exporter, \
+    async with start_fleet(api, NS, "worker", 2) as exporter, \
             MeltguardOperator(api, namespaces=[NS]):
         await exporter.drill(utilization=0.7, temperatureCelsius=60)  # on target: no change
         api.create_object(POLICIES, policy(NS, "imagegen", "worker", exporter.port,
@@ -143,7 +143,7 @@ def _status_versions(api: ApiServer) -> list[dict[str, Any]]:
 async def test_telemetry_lost_holds_everything(api: ApiServer) -> None:
     exporter = start_fleet(api, NS, "worker", 2)
     try:
-        with MeltguardOperator(api, namespaces=[NS]):
+        async with MeltguardOperator(api, namespaces=[NS]):
             await exporter.heat(throttled=True)
             api.create_object(POLICIES, policy(NS, "imagegen", "worker", exporter.port,
                                                maxReplicas=2))

@@ -33,7 +33,7 @@ async def test_kopf_handles_each_object_once_and_finalizes(api: ApiServer) -> No
     add_namespaces(api, NS)
     api.create_object(POLICIES, {"metadata": {"name": "before", "namespace": NS}, "spec": {}})
     seen: list[str] = []
-    with KopfThread(registry_counting_creations(api, seen), namespaces=[NS]):
+    async with KopfThread(registry_counting_creations(api, seen), namespaces=[NS]):
         api.create_object(POLICIES, {"metadata": {"name": "after", "namespace": NS}, "spec": {}})
         await eventually(lambda: (api.stored(POLICIES, NS, "after") or {})
                          .get("status", {}).get("seen"), what="status of 'after' patched")

@@ -38,7 +38,7 @@ async def test_invalid_spec_is_reported_by_field_and_nothing_is_done(api: ApiSer
     bad = policy(NS, "bad", "worker")
     bad["spec"]["quotas"]["tiers"][1]["floor"] = -5
     api.create_object(POLICIES, bad)
-    with MeltguardOperator(api, namespaces=[NS]):
+    async with MeltguardOperator(api, namespaces=[NS]):
         ready = await eventually(lambda: condition(api, "bad", "Ready"), what="Ready condition")
         assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
         assert "spec.quotas.tiers[1].floor" in ready["message"]
@@ -60,7 +60,7 @@ async def test_invalid_spec_is_reported_by_field_and_nothing_is_done(api: ApiSer
 async def test_missing_target_is_reported_and_nothing_else(api: ApiServer) -> None:
     add_namespaces(api, NS)
     api.create_object(POLICIES, policy(NS, "orphan", "no-such-worker"))
-    with MeltguardOperator(api, namespaces=[NS]):
+    async with MeltguardOperator(api, namespaces=[NS]):
         ready = await eventually(lambda: condition(api, "orphan", "Ready"), what="Ready")
         assert (ready["status"], ready["reason"]) == ("False", "TargetNotFound")
         assert "no-such-worker" in ready["message"]

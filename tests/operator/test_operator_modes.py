@@ -50,19 +50,19 @@ def _step_times(api: ApiServer, namespace: str = NS) -> list[float]:
 
 async def test_restart_mid_tightening_resumes_from_status(api: ApiServer) -> None:
     interval = 2
-    with start_fleet(api, NS, "worker", 2) as exporter:
+    async with start_fleet(api, NS, "worker", 2) as exporter:
         quick_tighten = {"factor": 0.5, "intervalSeconds": interval, "graceSeconds": 0}
         body = policy(NS, "imagegen", "worker", exporter.port, maxReplicas=2)
         body["spec"]["quotas"]["tighten"] = quick_tighten
         api.create_object(POLICIES, body)
-        with MeltguardOperator(api, namespaces=[NS]):
+        async with MeltguardOperator(api, namespaces=[NS]):
             await eventually(lambda: limit_steps(api, NS, QUOTAS) == FULL_SHED[:1],
                              what="the baseline published")
             await exporter.heat(throttled=True)
             await eventually(lambda: limit_steps(api, NS, QUOTAS) == FULL_SHED[:2],
                              what="the first step")
         # a new operator process: it knows nothing but what the status says
-        with MeltguardOperator(api, namespaces=[NS]):
+        async with MeltguardOperator(api, namespaces=[NS]):
             await eventually(lambda: limit_steps(api, NS, QUOTAS)[-1:] == FULL_SHED[-1:],
                              timeout=30, what="the last step")
     assert limit_steps(api, NS, QUOTAS) == FULL_SHED  # no step lost, none repeated
@@ -73,7 +73,7 @@ async def test_restart_mid_tightening_resumes_from_status(api: ApiServer) -> Non
 
 @pytest.mark.parametrize("hold", ["paused", "dryRun", "annotation"])
 async def test_holds_observe_and_report_but_change_nothing(api: ApiServer, hold: str) -> None:
-    with start_fleet(api, NS, "worker", 2) as exporter, \
+    async with start_fleet(api, NS, "worker", 2) as exporter, \
             MeltguardOperator(api, namespaces=[NS]):
         await exporter.heat(throttled=True)
         body = policy(NS, "imagegen", "worker", exporter.port, maxReplicas=2)
@@ -103,7 +103,7 @@ async def test_holds_observe_and_report_but_change_nothing(api: ApiServer, hold:
 
 
 async def test_two_policies_in_two_namespaces_all_namespaces(api: ApiServer) -> None:
-    with start_fleet(api, "team-a", "worker", 2, host="127.0.0.2") as hot, \
+    async with start_fleet(api, "team-a", "worker", 2, host="127.0.0.2") as hot, \
             start_fleet(api, "team-b", "worker", 2, host="127.0.0.3") as calm, \
             MeltguardOperator(api, clusterwide=True):
         api.create_object(POLICIES, policy("team-a", "imagegen", "worker", hot.port,
@@ -122,7 +122,7 @@ async def test_two_policies_in_two_namespaces_all_namespaces(api: ApiServer) -> 
 
 
 async def test_conflicts_are_retried_and_api_errors_lose_no_state(api: ApiServer) -> None:
-    with start_fleet(api, NS, "worker", 2) as exporter, \
+    async with start_fleet(api, NS, "worker", 2) as exporter, \
             MeltguardOperator(api, namespaces=[NS]):
         api.create_object(POLICIES, policy(NS, "imagegen", "worker", exporter.port,
                                            maxReplicas=4))

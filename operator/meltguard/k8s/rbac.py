@@ -24,7 +24,7 @@ class ApiCall:
 API_CALLS: tuple[ApiCall, ...] = (
     ApiCall("meltguard.io", "imagequotapolicies", ("get", "list", "watch", "patch"),
             why="watch policies; kopf's finalizer and progress annotations"),
-    ApiCall("meltguard.io", "imagequotapolicies/status", ("get", "patch"),
+    ApiCall("meltguard.io", "imagequotapolicies/status", ("patch",),
             why="status subresource: phase, replicas, quotas, conditions"),
     ApiCall("apps", "deployments/scale", ("get", "patch"),
             why="read and set the target's replicas"),
@@ -36,7 +36,7 @@ API_CALLS: tuple[ApiCall, ...] = (
             why="the quota ConfigMap read by the quota service and Envoy"),
     ApiCall("", "events", ("create",),
             why="Events on transitions (MeltingStarted, ScaledUp, QuotaTightened, ...)"),
-    ApiCall("kopf.dev", "kopfpeerings", ("get", "list", "watch", "patch"),
+    ApiCall("kopf.dev", "kopfpeerings", ("list", "watch", "patch"),
             why="kopf peering: one active operator replica, a standby paused"),
     ApiCall("", "namespaces", ("list", "watch"), cluster_scoped=True,
             why="kopf resolves the watched namespaces"),
