@@ -7,6 +7,7 @@ never stops the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -86,9 +87,24 @@ async def answer_errors_as_json(request: web.Request, handler: Handler) -> web.S
         log.exception("unexpected failure answering %s %s", request.method, request.path)
         return error_response(500, "server", "internal error (logged by the server)")
     finally:
-        service.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        service.metrics.observe_latency(endpoint, time.perf_counter() - started)
     service.metrics.invalid_requests.labels(endpoint, str(response.status)).inc()
     return response
+
+
+async def _read_raw_body(request: web.Request) -> bytes:
+    """The body, at most MAX_BODY_BYTES. With a Content-Length it is read in one call (the
+    common case, and measurably cheaper than aiohttp's chunk loop); a chunked body goes
+    through ``request.read()``, which refuses more than ``client_max_size`` with 413."""
+    length = request.content_length
+    if length is None:
+        return await request.read()
+    if length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=length)
+    try:
+        return await request.content.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise BadRequest("body", "body is shorter than its Content-Length") from None
 
 
 async def read_body(request: web.Request, model: type[RequestModel]) -> RequestModel:
@@ -99,7 +115,7 @@ async def read_body(request: web.Request, model: type[RequestModel]) -> RequestM
             f"Content-Type must be application/json, got {request.content_type!r}",
             status=415,
         )
-    raw = await request.read()  # aiohttp refuses bodies over client_max_size with 413
+    raw = await _read_raw_body(request)
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:

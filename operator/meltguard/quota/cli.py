@@ -33,6 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="when the store fails: allow requests (open, default) or refuse them (closed)",
     )
     parser.add_argument(
+        "--store-timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long to wait for Redis to connect or answer before --on-store-error applies",
+    )
+    parser.add_argument(
         "--reload-interval",
         type=float,
         default=1.0,
@@ -60,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "watch_namespace": args.watch_configmaps,
         "on_store_error": args.on_store_error,
         "reload_interval": args.reload_interval,
+        "store_timeout": args.store_timeout,
     }
     try:
         asyncio.run(serve(ServerOptions(**options)))

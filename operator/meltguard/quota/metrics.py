@@ -7,6 +7,8 @@ what ``/metrics`` serves.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 #: Latency buckets around the service's target (p99 <= 5 ms), in seconds.
@@ -80,6 +82,25 @@ class QuotaMetrics:
             registry=self.registry,
         )
         self.store_up.set(1)
+        # labelled children by label values: labels() validates and locks on every call,
+        # which costs more than the rest of a decision's bookkeeping
+        self._decision_children: dict[tuple[str, str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+
+    def count_decision(self, policy: str, tier: str, result: str) -> None:
+        """One more consume decision (label sets are bounded by the published tiers)."""
+        key = (policy, tier, result)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(*key)
+        child.inc()
+
+    def observe_latency(self, endpoint: str, seconds: float) -> None:
+        """Time taken to answer one request to ``endpoint`` (a route, or "unmatched")."""
+        child = self._latency_children.get(endpoint)
+        if child is None:
+            child = self._latency_children[endpoint] = self.latency.labels(endpoint)
+        child.observe(seconds)
 
     def set_limits(self, limits: dict[tuple[str, str], tuple[int, int]]) -> None:
         """Replace the limit/baseline gauges with ``{(policy, tier): (limit, baseline)}``."""

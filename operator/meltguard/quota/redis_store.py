@@ -18,6 +18,7 @@ from urllib.parse import quote
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from meltguard.quota.store import ConsumeOutcome, RefundOutcome, StoreUnavailable, Subject
@@ -87,16 +88,19 @@ def request_key(who: Subject, request_id: str) -> str:
 class RedisStore:
     """A :class:`~meltguard.quota.store.QuotaStore` in Redis (``redis://host:port/db``).
 
-    Timeouts are short and there is one immediate retry (which reconnects after a Redis
-    restart), so an unreachable Redis costs a request milliseconds, not seconds. At most
-    ``max_connections`` are opened; a burst beyond that queues for a free one, up to
-    ``queue_seconds`` (a queue is load, not a store failure, so it gets longer).
+    Each operation waits at most ``timeout_seconds`` to connect and to be answered, so an
+    unreachable Redis costs a request about that, then --on-store-error decides. A broken
+    connection (a Redis restart) is retried once at once on a fresh one; a timeout is not
+    retried, since the script may have run: retrying it could count twice (a retry of a
+    request that carries a ``requestId`` is always safe). At most ``max_connections`` are
+    opened; a burst beyond that queues for a free one, up to ``queue_seconds`` (a queue is
+    load, not a store failure).
     """
 
     def __init__(
         self,
         url: str,
-        timeout_seconds: float = 0.5,
+        timeout_seconds: float = 1.0,
         max_connections: int = 64,
         queue_seconds: float = 10.0,
     ) -> None:
@@ -106,7 +110,7 @@ class RedisStore:
             timeout=queue_seconds,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             decode_responses=True,
         )
         self._client = aioredis.Redis(connection_pool=pool)

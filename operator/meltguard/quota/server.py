@@ -34,14 +34,15 @@ class ServerOptions:
     watch_namespace: str | None = None
     on_store_error: OnStoreError = "open"
     reload_interval: float = 1.0
+    store_timeout: float = 1.0
 
 
-def open_store(url: str) -> QuotaStore:
+def open_store(url: str, timeout_seconds: float = 1.0) -> QuotaStore:
     """``memory`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
     if url == "memory":
         return MemoryStore()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(url)
+        return RedisStore(url, timeout_seconds)
     raise ValueError(f"--store must be 'memory' or a redis:// URL, got {url!r}")
 
 
@@ -79,7 +80,7 @@ def start_limits(
 
 async def serve(options: ServerOptions) -> None:
     """Serve until SIGINT/SIGTERM, then close the listener, the sources and the store."""
-    store = open_store(options.store_url)
+    store = open_store(options.store_url, options.store_timeout)
     metrics = QuotaMetrics()
     registry = LimitsRegistry()
     service = QuotaService(registry, store, metrics, options.on_store_error)

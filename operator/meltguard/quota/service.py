@@ -115,7 +115,6 @@ class QuotaService:
     async def consume(self, request: ConsumeRequest) -> QuotaAnswer:
         """Take ``request.cost`` units of the subject's current window if the limit allows."""
         tier = self.registry.table.lookup(request.policy, request.tier)
-        base = QuotaAnswer(request.policy, tier)
         if tier.unlimited:
             self._count(request, "allowed")
             return QuotaAnswer(request.policy, tier, allowed=True)
@@ -131,11 +130,11 @@ class QuotaService:
             self._store_failed("consume", error)
             allowed = self.on_store_error == "open"
             self._count(request, "fail_open" if allowed else "fail_closed")
-            return QuotaAnswer(base.policy, tier, allowed=allowed, degraded=True)
+            return QuotaAnswer(request.policy, tier, allowed=allowed, degraded=True)
         self.metrics.store_up.set(1)
         self._count(request, "allowed" if outcome.allowed else "denied")
         return QuotaAnswer(
-            base.policy,
+            request.policy,
             tier,
             outcome.allowed,
             outcome.used,
@@ -144,7 +143,7 @@ class QuotaService:
         )
 
     def _count(self, request: ConsumeRequest, result: str) -> None:
-        self.metrics.decisions.labels(request.policy, request.tier, result).inc()
+        self.metrics.count_decision(request.policy, request.tier, result)
 
     async def refund(self, request: RefundRequest) -> RefundAnswer:
         """Give back what ``request.request_id`` took, once (raises StoreUnavailable)."""
