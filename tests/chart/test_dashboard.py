@@ -4,6 +4,10 @@ ConfigMap the Grafana sidecar picks up."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
+
+import yaml
 
 from .helm import NAMESPACE, Helm, one
 from .monitoring import DASHBOARD_FILE, dashboard, dashboard_queries
@@ -44,3 +48,29 @@ def test_dashboard_configmap_carries_the_json_and_the_sidecar_label(helm: Helm) 
 def test_dashboard_can_go_to_grafanas_namespace(helm: Helm) -> None:
     docs = helm.template(settings=["monitoring.dashboard.namespace=monitoring"])
     assert one(docs, "ConfigMap", "meltguard-dashboard")["metadata"]["namespace"] == "monitoring"
+
+
+#: What Grafana puts in place of its variables before the query reaches Prometheus.
+GRAFANA_VALUES = {"$__rate_interval": "1m", "$namespace": ".*", "$policy": ".*"}
+
+
+def as_prometheus_query(expr: str) -> str:
+    for variable, value in GRAFANA_VALUES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"unknown Grafana variable in {expr}"
+    return expr
+
+
+def test_every_dashboard_query_is_valid_promql(promtool: str, tmp_path: Path) -> None:
+    """promtool parses each query, as the expression of a recording rule."""
+    rules = [
+        {"record": f"meltguard:dashboard_query_{i}", "expr": as_prometheus_query(expr)}
+        for i, (_, expr) in enumerate(dashboard_queries(dashboard()))
+    ]
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout
