@@ -11,10 +11,14 @@ NVIDIA dcgm-exporter's ``DCGM_FI_DEV_*`` names and labels). Series are collected
 * unknown metrics are ignored (dcgm-exporter serves many fields meltguard does not use);
 * only GPUs whose ``namespace``/``pod`` labels name one of the wanted pods become samples.
 
-:class:`PageReader` reads successive pages of one endpoint fast: it remembers, for every
-line head (``name{labels}``) it has seen, which GPU and quantity that line feeds. A page
-like the previous one then costs one split, one dict lookup and one ``float`` per line;
-a new head goes through the strict :func:`~.textformat.parse_line`.
+Collected series form a table (:class:`Collected`): one row per GPU, one column per
+quantity of :data:`COLUMNS`, so checks run per column and samples are built per row.
+
+:class:`PageReader` reads successive pages of one endpoint fast. It learns a page once
+through the strict :func:`~.textformat.parse_line`, remembering for every line head
+(``name{labels}``) which cell of the table that line fills. While the endpoint keeps
+serving the same series (the normal case: only values change), a read costs one split,
+one dict lookup and one ``float`` per line; any unknown head makes it learn the page anew.
 """
 
 from __future__ import annotations
@@ -46,10 +50,23 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
     "power_watts": (0.0, _MAX_WATTS),
     "power_limit_watts": (1.0, _MAX_WATTS),
 }
-REQUIRED = ("utilization", "temperature_celsius", "memory_used_bytes", "memory_total_bytes")
 
-# What a series contributes to its GPU.
-VALUE, UP, REASON, REASON_MASK = "value", "up", "reason", "reason_mask"
+#: Table columns, the same for every schema (a column a schema does not serve stays empty).
+COLUMNS = (
+    "utilization",
+    "temperature_celsius",
+    "memory_used_bytes",
+    "memory_total_bytes",
+    "memory_free_bytes",
+    "memory_reserved_bytes",
+    "slowdown_temperature_celsius",
+    "power_watts",
+    "power_limit_watts",
+    "up",
+)
+WIDTH = len(COLUMNS)
+_UP = COLUMNS.index("up")
+_BOUNDS = tuple(PLAUSIBLE.get(column, (0.0, 1.0)) for column in COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +85,24 @@ class Schema:
     reason_mask_metrics: frozenset[str] = frozenset()
     up_metric: str | None = None
     metric_names: frozenset[str] = field(init=False)
+    #: metric name -> table column, for value and up series
+    columns: Mapping[str, int] = field(init=False)
+    #: table column -> factor to the core's unit
+    scales: tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        names = set(self.values) | set(self.reason_mask_metrics)
-        names.update(n for n in (self.reason_metric, self.up_metric) if n)
+        columns = {name: COLUMNS.index(quantity) for name, (quantity, _) in self.values.items()}
+        if self.up_metric:
+            columns[self.up_metric] = _UP
+        scales = [1.0] * WIDTH
+        for quantity, scale in self.values.values():
+            scales[COLUMNS.index(quantity)] = scale
+        names = set(columns) | set(self.reason_mask_metrics)
+        if self.reason_metric:
+            names.add(self.reason_metric)
         object.__setattr__(self, "metric_names", frozenset(names))
+        object.__setattr__(self, "columns", columns)
+        object.__setattr__(self, "scales", tuple(scales))
 
 
 EXPORTER_SCHEMA = Schema(
@@ -116,223 +146,232 @@ class GpuIdentity:
     pod: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What one series (metric + label set) contributes: to which GPU, and how."""
-
-    gpu: GpuIdentity
-    kind: str
-    quantity: str = ""
-    scale: float = 1.0
+#: Where one series goes: a table cell (row * WIDTH + column) for values and up, or
+#: (row, reason) for a 0/1 reason series, or (row, None) for a reason bitmask.
+Cell = int | tuple[int, str | None]
 
 
-class GpuSeries:
-    """The series of one GPU collected during one read."""
+class Collected:
+    """The series of one read as a table: ``values[row * WIDTH + column]``, None where unknown.
 
-    __slots__ = ("identity", "reasons", "rejected", "up", "values")
+    ``rejected`` counts dropped lines and values by reason; ``good_lines`` / ``bad_lines``
+    tell a metrics page with a few broken lines from something that is no metrics page.
+    """
 
-    def __init__(self, identity: GpuIdentity) -> None:
-        self.identity = identity
-        self.values: dict[str, float] = {}
-        self.rejected: set[str] = set()
-        self.reasons: set[str] = set()
-        self.up: float | None = None
-
-
-def plan_series(schema: Schema, name: str, labels: Mapping[str, str]) -> Plan | None:
-    """The plan for a series, or None when it carries nothing the schema knows."""
-    uuid = labels.get(schema.uuid_label)
-    if not uuid or name not in schema.metric_names:
-        return None
-    identity = GpuIdentity(
-        uuid=uuid,
-        node=labels.get(schema.node_label, ""),
-        model=labels.get(schema.model_label, ""),
-        namespace=labels.get("namespace") or None,
-        pod=labels.get("pod") or None,
-    )
-    spec = schema.values.get(name)
-    if spec is not None:
-        return Plan(identity, VALUE, spec[0], spec[1])
-    if name == schema.up_metric:
-        return Plan(identity, UP)
-    if name == schema.reason_metric:
-        return Plan(identity, REASON, labels.get("reason", ""))
-    return Plan(identity, REASON_MASK)
-
-
-def apply_series(
-    gpus: dict[str, GpuSeries], plan: Plan, value: float, rejected: Counter[str]
-) -> None:
-    """Add one series value to its GPU; duplicates and malformed flags are counted."""
-    gpu = gpus.get(plan.gpu.uuid)
-    if gpu is None:
-        gpu = gpus[plan.gpu.uuid] = GpuSeries(plan.gpu)
-    kind = plan.kind
-    if kind is VALUE:
-        quantity = plan.quantity
-        if quantity in gpu.values or quantity in gpu.rejected:
-            gpu.values.pop(quantity, None)
-            gpu.rejected.add(quantity)
-            rejected["duplicate"] += 1
-        else:
-            gpu.values[quantity] = value * plan.scale
-    elif value not in (0.0, 1.0) and kind is not REASON_MASK:
-        rejected["out_of_range"] += 1
-    elif kind is UP:
-        gpu.up = value if gpu.up is None else min(gpu.up, value)
-    elif kind is REASON:
-        if value == 1.0 and plan.quantity:
-            gpu.reasons.add(plan.quantity)
-    elif value.is_integer() and 0 <= value < 2**64:
-        gpu.reasons.update(throttle_reasons(int(value)))
-    else:
-        rejected["out_of_range"] += 1
-
-
-@dataclass
-class PageResult:
-    """One page read: its GPUs' series, the count of good and bad lines, rejections by reason."""
-
-    gpus: dict[str, GpuSeries]
-    good_lines: int
-    bad_lines: int
-    rejected: Counter[str]
+    def __init__(self, schema: Schema, identities: list[GpuIdentity]) -> None:
+        self.schema = schema
+        self.identities = identities
+        self.values: list[float | None] = [None] * (len(identities) * WIDTH)
+        self.reasons: dict[int, set[str]] = {}
+        self.duplicates: set[int] = set()
+        self.rejected: Counter[str] = Counter()
+        self.good_lines = 0
+        self.bad_lines = 0
 
     @property
     def malformed(self) -> bool:
         """Not a metrics page at all: bad lines and no more good lines than bad ones."""
         return self.bad_lines > 0 and self.good_lines <= self.bad_lines
 
+    def add(self, cell: Cell, value: float) -> None:
+        """Put one series value in its cell; a second value for a cell makes it unknown."""
+        if type(cell) is int:
+            if self.values[cell] is None and cell not in self.duplicates:
+                self.values[cell] = value
+            else:
+                self.values[cell] = None
+                self.duplicates.add(cell)
+                self.rejected["duplicate"] += 1
+            return
+        row, reason = cell  # type: ignore[misc]
+        if reason is not None and value in (0.0, 1.0):
+            if value == 1.0:
+                self.reasons.setdefault(row, set()).add(reason)
+        elif reason is None and value.is_integer() and 0 <= value < 2**64:
+            self.reasons.setdefault(row, set()).update(throttle_reasons(int(value)))
+        else:
+            self.rejected["out_of_range"] += 1
 
-_UNSEEN = Plan(GpuIdentity("", "", "", None, None), "unseen")
+    def served(self) -> dict[str, tuple[str | None, str | None]]:
+        """GPU UUID -> (namespace, pod) for every GPU this read knows."""
+        return {gpu.uuid: (gpu.namespace, gpu.pod) for gpu in self.identities}
+
+    def samples(self, pods: Collection[tuple[str, str]], sampled_at: float) -> list[GpuSample]:
+        """Checked samples of the GPUs held by one of ``pods`` ((namespace, pod) pairs)."""
+        values, reasons = self.values, self.reasons
+        scales = None if set(self.schema.scales) == {1.0} else self.schema.scales
+        samples = []
+        for row, gpu in enumerate(self.identities):
+            if (gpu.namespace, gpu.pod) not in pods:
+                continue
+            cells = values[row * WIDTH : row * WIDTH + WIDTH]
+            if cells.count(None) == WIDTH and row not in reasons:
+                continue  # the GPU left the page
+            if scales is not None:
+                cells = [None if v is None else v * s for v, s in zip(cells, scales, strict=True)]
+            self._drop_implausible(cells)
+            samples.append(_sample(gpu, cells, reasons.get(row, ()), sampled_at, self.rejected))
+        return samples
+
+    def _drop_implausible(self, cells: list[float | None]) -> None:
+        for column, value in enumerate(cells):
+            if value is None:
+                continue
+            low, high = _BOUNDS[column]
+            if low <= value <= high and (column != _UP or value in (0.0, 1.0)):
+                continue
+            cells[column] = None
+            self.rejected["out_of_range" if math.isfinite(value) else "not_finite"] += 1
 
 
-class PageReader:
-    """Reads successive pages of one endpoint, remembering each line head's plan."""
+def _sample(
+    gpu: GpuIdentity,
+    cells: list[float | None],
+    reasons: Collection[str],
+    sampled_at: float,
+    rejected: Counter[str],
+) -> GpuSample:
+    utilization, temperature, used, total, free, reserved, slowdown, power, limit, up = cells
+    if total is None and used is not None and free is not None:
+        total = used + free + (reserved or 0.0)
+    if used is not None and total is not None and used > total:
+        used = None
+        rejected["out_of_range"] += 1
+    complete = utilization is not None and temperature is not None
+    complete = complete and used is not None and total is not None
+    if up != 0.0 and not complete:
+        rejected["incomplete"] += 1
+    ok = up != 0.0 and complete
+    return GpuSample(
+        uuid=gpu.uuid,
+        utilization=utilization if ok else 0.0,  # type: ignore[arg-type]
+        temperature_celsius=temperature if ok else 0.0,  # type: ignore[arg-type]
+        memory_used_bytes=used if ok else 0.0,  # type: ignore[arg-type]
+        memory_total_bytes=total if ok else 0.0,  # type: ignore[arg-type]
+        sampled_at=sampled_at,
+        node=gpu.node,
+        namespace=gpu.namespace,
+        pod=gpu.pod,
+        slowdown_temperature_celsius=slowdown,
+        power_watts=power,
+        power_limit_watts=limit,
+        throttle_reasons=frozenset(reasons),
+        model=gpu.model,
+        up=ok,
+    )
+
+
+class _Layout:
+    """Assigns table rows to GPUs (by UUID) and cells to series, while learning a read."""
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._plans: dict[str, Plan | None] = {}
+        self.identities: list[GpuIdentity] = []
+        self.collected = Collected(schema, self.identities)
+        self._rows: dict[str, int] = {}
 
-    def read(self, text: str) -> PageResult:
-        plans = self._plans
-        seen: dict[str, Plan | None] = {}
-        result = PageResult({}, 0, 0, Counter())
-        gpus, rejected = result.gpus, result.rejected
-        for line in text.split("\n"):
-            head, _, value_text = line.rpartition(" ")
-            plan = plans.get(head, _UNSEEN)
-            if plan is _UNSEEN:
-                self._first_sight(line, head, seen, result)
-                continue
-            seen[head] = plan
-            if plan is None:
-                continue
-            if "_" in value_text:
-                value = math.nan
-            else:
-                try:
-                    value = float(value_text)
-                except ValueError:
-                    value = math.nan
-            if math.isnan(value) and value_text != "NaN":
-                result.bad_lines += 1
-                rejected["bad_value"] += 1
-                continue
-            result.good_lines += 1
-            apply_series(gpus, plan, value, rejected)
-        self._plans = seen
-        return result
-
-    def _first_sight(
-        self, line: str, head: str, seen: dict[str, Plan | None], result: PageResult
-    ) -> None:
-        parsed = parse_line(line)
-        if parsed is None:
-            seen[head] = None
-            return
-        if isinstance(parsed, LineError):
-            result.bad_lines += 1
-            result.rejected[parsed.reason] += 1
-            return
-        result.good_lines += 1
-        plan = plan_series(self.schema, parsed.name, parsed.labels)
-        if not parsed.timestamped:  # with a timestamp the head holds the value: not reusable
-            seen[head] = plan
-        if plan is not None:
-            apply_series(result.gpus, plan, parsed.value, result.rejected)
+    def cell(self, name: str, labels: Mapping[str, str]) -> Cell | None:
+        """The cell a series fills, or None when it carries nothing the schema knows."""
+        schema = self.schema
+        uuid = labels.get(schema.uuid_label)
+        if not uuid or name not in schema.metric_names:
+            return None
+        row = self._rows.get(uuid)
+        if row is None:
+            row = self._rows[uuid] = len(self.identities)
+            self.identities.append(
+                GpuIdentity(
+                    uuid=uuid,
+                    node=labels.get(schema.node_label, ""),
+                    model=labels.get(schema.model_label, ""),
+                    namespace=labels.get("namespace") or None,
+                    pod=labels.get("pod") or None,
+                )
+            )
+            self.collected.values.extend([None] * WIDTH)
+        column = schema.columns.get(name)
+        if column is not None:
+            return row * WIDTH + column
+        if name == schema.reason_metric:
+            return (row, labels.get("reason") or "")
+        return (row, None)
 
 
 def collect_series(
     schema: Schema, series: Iterable[tuple[str, Mapping[str, str], float]]
-) -> tuple[dict[str, GpuSeries], Counter[str]]:
-    """Collect already-parsed series (the Prometheus API's answers) per GPU."""
-    gpus: dict[str, GpuSeries] = {}
-    rejected: Counter[str] = Counter()
+) -> Collected:
+    """Collect already-parsed series (the Prometheus API's answers)."""
+    layout = _Layout(schema)
     for name, labels, value in series:
-        plan = plan_series(schema, name, labels)
-        if plan is not None:
-            apply_series(gpus, plan, value, rejected)
-    return gpus, rejected
+        cell = layout.cell(name, labels)
+        if cell is not None:
+            layout.collected.add(cell, value)
+    return layout.collected
 
 
-def build_sample(gpu: GpuSeries, sampled_at: float, rejected: Counter[str]) -> GpuSample:
-    """Check a GPU's collected values and turn them into the core's sample."""
-    values = _plausible_values(gpu, rejected)
-    up = gpu.up != 0.0 and all(quantity in values for quantity in REQUIRED)
-    if gpu.up != 0.0 and not up:
-        rejected["incomplete"] += 1
-    identity = gpu.identity
-    return GpuSample(
-        uuid=identity.uuid,
-        utilization=values.get("utilization", 0.0) if up else 0.0,
-        temperature_celsius=values.get("temperature_celsius", 0.0) if up else 0.0,
-        memory_used_bytes=values.get("memory_used_bytes", 0.0) if up else 0.0,
-        memory_total_bytes=values.get("memory_total_bytes", 0.0) if up else 0.0,
-        sampled_at=sampled_at,
-        node=identity.node,
-        namespace=identity.namespace,
-        pod=identity.pod,
-        slowdown_temperature_celsius=values.get("slowdown_temperature_celsius"),
-        power_watts=values.get("power_watts"),
-        power_limit_watts=values.get("power_limit_watts"),
-        throttle_reasons=frozenset(gpu.reasons),
-        model=identity.model,
-        up=up,
-    )
+_UNKNOWN: Cell = -1
 
 
-def _plausible_values(gpu: GpuSeries, rejected: Counter[str]) -> dict[str, float]:
-    values = {}
-    for quantity, value in gpu.values.items():
-        low, high = PLAUSIBLE[quantity]
-        if low <= value <= high:  # False for NaN too
-            values[quantity] = value
-        else:
-            rejected["out_of_range" if math.isfinite(value) else "not_finite"] += 1
-    derivable = "memory_free_bytes" in values and "memory_used_bytes" in values
-    if derivable and "memory_total_bytes" not in values:
-        values["memory_total_bytes"] = (
-            values["memory_used_bytes"]
-            + values["memory_free_bytes"]
-            + values.get("memory_reserved_bytes", 0.0)
-        )
-    if values.get("memory_used_bytes", 0.0) > values.get("memory_total_bytes", math.inf):
-        del values["memory_used_bytes"]
-        rejected["out_of_range"] += 1
-    return values
+class PageReader:
+    """Reads successive pages of one endpoint, remembering which cell each line head fills."""
 
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self._cells: dict[str, Cell | None] = {}
+        self._identities: list[GpuIdentity] = []
 
-def wanted_samples(
-    gpus: Iterable[GpuSeries],
-    pods: Collection[tuple[str, str]],
-    sampled_at: float,
-    rejected: Counter[str],
-) -> list[GpuSample]:
-    """Samples of the GPUs held by one of ``pods`` ((namespace, pod) pairs)."""
-    return [
-        build_sample(gpu, sampled_at, rejected)
-        for gpu in gpus
-        if (gpu.identity.namespace, gpu.identity.pod) in pods
-    ]
+    def read(self, text: str) -> Collected:
+        lines = text.split("\n")
+        return self._read_known(lines) or self._learn(lines)
+
+    def _read_known(self, lines: list[str]) -> Collected | None:
+        """The fast path; None as soon as a line head is new (the page must be learnt)."""
+        cells = self._cells
+        collected = Collected(self.schema, self._identities)
+        values, duplicates = collected.values, collected.duplicates
+        good = 0
+        for line in lines:
+            head, _, text = line.rpartition(" ")
+            cell = cells.get(head, _UNKNOWN)
+            if cell is None:
+                continue
+            if cell is _UNKNOWN:
+                return None
+            try:
+                if "_" in text:
+                    raise ValueError(text)
+                value = float(text)
+            except ValueError:
+                collected.bad_lines += 1
+                collected.rejected["bad_value"] += 1
+                continue
+            good += 1
+            if type(cell) is int and values[cell] is None and not duplicates:
+                values[cell] = value
+            else:
+                collected.add(cell, value)
+        collected.good_lines = good
+        return collected
+
+    def _learn(self, lines: list[str]) -> Collected:
+        layout = _Layout(self.schema)
+        collected = layout.collected
+        cells: dict[str, Cell | None] = {}
+        label_sets: dict[str, dict[str, str]] = {}
+        for line in lines:
+            parsed = parse_line(line, label_sets)
+            head = line.rpartition(" ")[0]
+            if parsed is None:
+                cells[head] = None
+            elif isinstance(parsed, LineError):
+                collected.bad_lines += 1
+                collected.rejected[parsed.reason] += 1
+            else:
+                collected.good_lines += 1
+                cell = layout.cell(parsed.name, parsed.labels)
+                if not parsed.timestamped:  # with a timestamp the head holds the value
+                    cells[head] = cell
+                if cell is not None:
+                    collected.add(cell, parsed.value)
+        self._cells, self._identities = cells, layout.identities
+        return collected

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from meltguard.core.observation import GpuSample
-from meltguard.telemetry.interpret import EXPORTER_SCHEMA, collect_series, wanted_samples
+from meltguard.telemetry.interpret import EXPORTER_SCHEMA, collect_series
 from meltguard.telemetry.metrics import GPU_UP
 from meltguard.telemetry.sources import EndpointError, Pods, TelemetryReading, count
 
@@ -86,17 +86,17 @@ class PrometheusSource:
             failure = EndpointError(self.url, error.reason, str(error))
             count("prometheus", [failure], {})
             return TelemetryReading(samples=(), lost_gpus=lost, errors=(failure,))
-        gpus, rejected = collect_series(
+        collected = collect_series(
             EXPORTER_SCHEMA, ((labels["__name__"], labels, value) for labels, value, _ in series)
         )
-        self._last = {u: (g.identity.namespace, g.identity.pod) for u, g in gpus.items()}
+        self._last = collected.served()
         scraped_at = {labels.get("uuid"): value for labels, value, _ in stamps}
         samples = [
             _stamped(sample, scraped_at.get(sample.uuid), now)
-            for sample in wanted_samples(gpus.values(), pods, now, rejected)
+            for sample in collected.samples(pods, now)
         ]
-        count("prometheus", [], rejected)
-        return TelemetryReading(samples=tuple(samples), rejected=dict(rejected))
+        count("prometheus", [], collected.rejected)
+        return TelemetryReading(samples=tuple(samples), rejected=dict(collected.rejected))
 
     async def _query(self, query: str) -> Vector:
         if self._session is None:

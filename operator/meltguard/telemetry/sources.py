@@ -31,13 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from meltguard.core.observation import GpuSample, Observation
-from meltguard.telemetry.interpret import (
-    DCGM_SCHEMA,
-    EXPORTER_SCHEMA,
-    PageReader,
-    Schema,
-    wanted_samples,
-)
+from meltguard.telemetry.interpret import DCGM_SCHEMA, EXPORTER_SCHEMA, PageReader, Schema
 from meltguard.telemetry.metrics import ENDPOINT_ERRORS, REJECTED_SAMPLES
 from meltguard.telemetry.scrape import ScrapeError, Scraper
 
@@ -157,14 +151,13 @@ class ScrapeSource:
         if isinstance(page, ScrapeError):
             return EndpointError(endpoint, page.reason, str(page))
         result = self._readers[endpoint].read(page.decode("utf-8", errors="replace"))
-        rejected.update(result.rejected)
         if result.malformed:
+            rejected.update(result.rejected)
             message = f"{endpoint}: not a metrics page ({result.bad_lines} bad lines)"
             return EndpointError(endpoint, "malformed", message)
-        self._served[endpoint] = {
-            uuid: (gpu.identity.namespace, gpu.identity.pod) for uuid, gpu in result.gpus.items()
-        }
-        samples.extend(wanted_samples(result.gpus.values(), pods, now, rejected))
+        samples.extend(result.samples(pods, now))
+        rejected.update(result.rejected)
+        self._served[endpoint] = result.served()
         return None
 
     def _lost(self, endpoint: str, pods: frozenset[tuple[str, str]]) -> set[str]:

@@ -60,8 +60,14 @@ def parse_value(text: str) -> float:
     return float(text)
 
 
-def parse_line(line: str) -> SampleLine | LineError | None:
-    """Parse one line; None for blank and comment lines."""
+def parse_line(
+    line: str, label_sets: dict[str, dict[str, str]] | None = None
+) -> SampleLine | LineError | None:
+    """Parse one line; None for blank and comment lines.
+
+    ``label_sets`` caches parsed label sets by their raw text (pages repeat each GPU's
+    labels on every metric); the returned label dicts are shared, not to be modified.
+    """
     if not line or line[0] == "#" or line.isspace():
         return None
     brace = line.find("{")
@@ -84,8 +90,12 @@ def parse_line(line: str) -> SampleLine | LineError | None:
         value = parse_value(fields[0])
     except ValueError:
         return LineError("bad_value", f"bad value {fields[0][:40]!r}")
-    try:
-        labels = parse_labels(raw)
-    except ValueError as error:
-        return LineError("bad_labels", str(error))
+    labels = label_sets.get(raw) if label_sets is not None else None
+    if labels is None:
+        try:
+            labels = parse_labels(raw)
+        except ValueError as error:
+            return LineError("bad_labels", str(error))
+        if label_sets is not None:
+            label_sets[raw] = labels
     return SampleLine(name, labels, value, timestamped=len(fields) == 2)
