@@ -50,6 +50,9 @@ async def test_every_listed_call_is_made_and_nothing_else(api: ApiServer) -> Non
                              what="a tightening")
             await eventually(lambda: api.stored(STATEFULSETS, NS, "sts-worker")["spec"]
                              ["replicas"] == 2, what="the StatefulSet scaled to minReplicas")
+        # watching every namespace, kopf's peering is cluster-scoped
+        api.create_object("kopf.dev/v1/clusterkopfpeerings", {"metadata": {"name": "meltguard"}})
+        async with MeltguardOperator(api, clusterwide=True, peering_name="meltguard"):
             await eventually(lambda: verbs_listed() <= verbs_used(api), timeout=15,
                              what="every listed permission used")
     assert verbs_used(api) == verbs_listed()

@@ -38,6 +38,8 @@ API_CALLS: tuple[ApiCall, ...] = (
             why="Events on transitions (MeltingStarted, ScaledUp, QuotaTightened, ...)"),
     ApiCall("kopf.dev", "kopfpeerings", ("list", "watch", "patch"),
             why="kopf peering: one active operator replica, a standby paused"),
+    ApiCall("kopf.dev", "clusterkopfpeerings", ("list", "watch", "patch"), cluster_scoped=True,
+            why="the same peering when the operator watches all namespaces"),
     ApiCall("", "namespaces", ("list", "watch"), cluster_scoped=True,
             why="kopf resolves the watched namespaces"),
 )

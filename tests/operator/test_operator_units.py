@@ -1,0 +1,163 @@
+"""The operator's pure pieces: pods waiting for GPUs, endpoints, ConfigMap and status bodies,
+holds, intervals, metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+from operator_apiserver import merge_patch
+from operator_harness import pod, policy
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from meltguard.api.validation import parse_spec
+from meltguard.core.decide import decide
+from meltguard.core.observation import GpuSample, Observation
+from meltguard.core.state import ControllerState
+from meltguard.k8s.act import (
+    configmap_name,
+    merge_patch_between,
+    publishes_the_same,
+    quota_configmap,
+    quota_document,
+)
+from meltguard.k8s.handlers import interval_of
+from meltguard.k8s.metrics import METRIC_NAMES, OperatorMetrics
+from meltguard.k8s.reconcile import held_decision, hold_reason
+from meltguard.k8s.world import label_selector, pod_endpoint, waits_for_gpu
+
+NOW = 1_800_000_000.0
+POLICY = {**policy("inference", "imagegen", "worker"),
+          "metadata": {"name": "imagegen", "namespace": "inference", "uid": "u-1",
+                       "generation": 3}}
+SPEC = parse_spec(POLICY["spec"])
+
+
+def melting_decision(replicas: int = 2) -> Any:
+    samples = tuple(GpuSample(uuid=f"GPU-{i}", utilization=0.99, temperature_celsius=91,
+                              memory_used_bytes=1, memory_total_bytes=2, sampled_at=NOW,
+                              namespace="inference", pod=f"worker-{i}",
+                              throttle_reasons=frozenset({"hw_thermal"}))
+                    for i in range(replicas))
+    return decide(SPEC, ControllerState.initial(), Observation(samples, replicas), NOW)
+
+
+@pytest.mark.parametrize(("message", "phase", "expected"), [
+    ("0/8 nodes are available: 8 Insufficient nvidia.com/gpu.", "Pending", True),
+    ("0/8 nodes are available: 8 Insufficient memory.", "Pending", False),
+    ("0/8 nodes are available: 8 Insufficient nvidia.com/gpu.", "Running", False),
+])
+def test_pods_waiting_for_gpus(message: str, phase: str, expected: bool) -> None:
+    body = pod("ns", "p", {}, waiting_for_gpu=True)
+    body["status"]["phase"] = phase
+    body["status"]["conditions"][0]["message"] = message
+    assert waits_for_gpu(body) is expected
+
+
+def test_endpoints_only_for_running_pods_with_an_ip() -> None:
+    assert pod_endpoint(pod("ns", "p", {}, ip="10.0.0.7"), 9400) == "10.0.0.7:9400"
+    assert pod_endpoint(pod("ns", "p", {}, waiting_for_gpu=True), 9400) is None
+    assert pod_endpoint(pod("ns", "p", {}, ip=None), 9400) is None
+    deleting = pod("ns", "p", {})
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert pod_endpoint(deleting, 9400) is None
+    assert label_selector({"b": "2", "a": "1"}) == "a=1,b=2"
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 2}}),
+    ({"hotSince": {"GPU-1": 1.0}}, {"hotSince": {}}),
+    ({}, {"x": [1, 2], "y": {"z": 1}}),
+    ({"x": {"y": 1}}, {"x": 5}),
+])
+def test_merge_patch_between_turns_old_into_exactly_new(old: dict[str, Any],
+                                                         new: dict[str, Any]) -> None:
+    assert merge_patch(old, merge_patch_between(old, new)) == new
+
+
+def test_merge_patch_between_is_empty_when_nothing_changed() -> None:
+    assert merge_patch_between({"a": {"b": 1}}, {"a": {"b": 1}}) == {}
+
+
+def test_quota_configmap_has_both_keys_label_and_owner() -> None:
+    decision = melting_decision()
+    document = quota_document(POLICY, decision, NOW)
+    body = quota_configmap(POLICY, SPEC, document)
+    assert body["metadata"]["name"] == configmap_name("imagegen", SPEC) == "imagegen-quotas"
+    assert body["metadata"]["labels"] == {"meltguard.io/quotas": "true"}
+    owner = body["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("ImageQuotaPolicy", "u-1", True)
+    quotas = json.loads(body["data"]["quotas.json"])
+    assert quotas["policy"] == "inference/imagegen" and quotas["observedGeneration"] == 3
+    assert [tier["name"] for tier in quotas["tiers"]] == ["free", "plus", "pro"]
+    assert quotas["tiers"][2] == {"name": "pro", "unlimited": True}
+    envoy = yaml.safe_load(body["data"]["config.yaml"])
+    assert envoy["domain"] == "imagegen"
+    assert [d["value"] for d in envoy["descriptors"]] == ["free", "plus", "pro"]
+
+
+def test_a_configmap_saying_the_same_is_not_rewritten_and_a_corrupt_one_is() -> None:
+    decision = melting_decision()
+    body = quota_configmap(POLICY, SPEC, quota_document(POLICY, decision, NOW))
+    later = quota_document(POLICY, decision, NOW + 60)
+    assert publishes_the_same(body, later)
+    assert not publishes_the_same({"data": {"quotas.json": "{not json"}}, later)
+    assert not publishes_the_same({}, later)
+
+
+def test_holds() -> None:
+    assert hold_reason(POLICY, SPEC) is None
+    assert hold_reason(POLICY, SPEC.model_copy(update={"dry_run": True})) == "DryRun"
+    assert hold_reason(POLICY, SPEC.model_copy(update={"paused": True})) == "Paused"
+    annotated = {**POLICY, "metadata": {**POLICY["metadata"],
+                                        "annotations": {"meltguard.io/paused": "true"}}}
+    assert hold_reason(annotated, SPEC) == "Paused"
+    held = held_decision(melting_decision(), "DryRun")
+    ready = next(c for c in held.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("True", "DryRun")
+    assert all(event.message.startswith("not applied (DryRun)") for event in held.events)
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ({"intervalSeconds": 2}, 2.0), ({}, 5.0), ({"intervalSeconds": "x"}, 5.0),
+    ({"intervalSeconds": 0}, 5.0), ({"intervalSeconds": True}, 5.0),
+])
+def test_interval_of(spec: dict[str, Any], expected: float) -> None:
+    assert interval_of(spec) == expected
+
+
+def test_metrics_record_a_decision_and_forget_a_policy() -> None:
+    metrics = OperatorMetrics()
+    decision = melting_decision()
+    metrics.observe("inference", "imagegen", decision, applied=True)
+    metrics.telemetry_failed("inference", "imagegen", "exporter", 2)
+    families = {family.name: family for family in
+                text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    phase = {s.labels["phase"]: s.value for s in families["meltguard_policy_phase"].samples}
+    assert phase == {"Cool": 0, "Warm": 0, "Hot": 0, "Melting": 1, "Unknown": 0}
+    replicas = {s.labels["kind"]: s.value for s in families["meltguard_policy_replicas"].samples}
+    assert replicas == {"current": 2, "desired": decision.desired_replicas, "pending": 0}
+    assert decision.desired_replicas > 2
+    limits = {s.labels["tier"]: s.value for s in families["meltguard_quota_limit"].samples}
+    assert set(limits) == {"free", "plus"}  # unlimited tiers have no limit to show
+    scale = [s for s in families["meltguard_scale_changes"].samples if s.name.endswith("_total")]
+    assert [(s.labels["direction"], s.value) for s in scale] == [("up", 1.0)]
+    errors = [s for s in families["meltguard_telemetry_errors"].samples
+              if s.name.endswith("_total")]
+    assert [(s.labels["source"], s.value) for s in errors] == [("exporter", 2.0)]
+    metrics.forget("inference", "imagegen")
+    text = generate_latest(metrics.registry).decode()
+    assert 'policy="imagegen"' not in text
+
+
+def test_metric_names_are_what_the_registry_serves() -> None:
+    metrics = OperatorMetrics()
+    metrics.observe("inference", "imagegen", melting_decision(), applied=True)
+    served = {family.name + "_total" if family.type == "counter" else family.name
+              for family in text_string_to_metric_families(
+                  generate_latest(metrics.registry).decode())
+              if not family.name.endswith("_created")}
+    assert served == METRIC_NAMES
