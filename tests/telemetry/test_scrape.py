@@ -1,0 +1,110 @@
+"""The scrape client against raw TCP servers that answer exactly the bytes a test chooses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from meltguard.telemetry.scrape import ScrapeError, Scraper, split_endpoint
+
+StartServer = Callable[[bytes | None], Awaitable[str]]  # reply (None: close unanswered) -> endpoint
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[StartServer]:
+    servers: list[asyncio.Server] = []
+
+    async def start(reply: bytes | None) -> str:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            if reply is not None:
+                writer.write(reply)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        return f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def fetch(endpoint: str, **options: float) -> bytes:
+    scraper = Scraper(**options)  # type: ignore[arg-type]
+    try:
+        return await scraper.fetch(endpoint)
+    finally:
+        await scraper.close()
+
+
+async def test_close_delimited_body(raw_server: StartServer) -> None:
+    endpoint = await raw_server(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nup 1\n")
+    assert await fetch(endpoint) == b"up 1\n"
+
+
+async def test_chunked_body_with_extensions_and_trailers(
+    raw_server: StartServer,
+) -> None:
+    reply = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nup 1\n\r\n3\r\nx 2\r\n0\r\nX-Trailer: yes\r\n\r\n"
+    )
+    assert await fetch(await raw_server(reply)) == b"up 1\nx 2"
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "protocol"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\n", "protocol"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "protocol"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY", "protocol"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "protocol"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 20000000\r\n\r\n", "too_large"),
+        (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\nxx", "protocol"),
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "http_status"),
+        (None, "protocol"),
+    ],
+)
+async def test_bad_answers_are_scrape_errors(
+    raw_server: StartServer, reply: bytes | None, reason: str
+) -> None:
+    endpoint = await raw_server(reply)
+    with pytest.raises(ScrapeError) as caught:
+        await fetch(endpoint, timeout=2.0)
+    assert caught.value.reason == reason
+    assert str(caught.value).startswith(endpoint)
+
+
+async def test_close_delimited_body_over_the_cap(
+    raw_server: StartServer,
+) -> None:
+    endpoint = await raw_server(b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 2048)
+    with pytest.raises(ScrapeError) as caught:
+        await fetch(endpoint, max_bytes=1024)
+    assert caught.value.reason == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [("10.0.0.7:9400", ("10.0.0.7", 9400)), ("[fd00::7]:9400", ("fd00::7", 9400))],
+)
+def test_split_endpoint(endpoint: str, expected: tuple[str, int]) -> None:
+    assert split_endpoint(endpoint) == expected
+
+
+@pytest.mark.parametrize("endpoint", ["10.0.0.7", "10.0.0.7:http", ":9400", "host:0", "host:70000"])
+def test_malformed_endpoints_are_refused(endpoint: str) -> None:
+    with pytest.raises(ValueError, match="is not HOST:PORT"):
+        split_endpoint(endpoint)
+
+
+async def test_malformed_endpoint_is_a_scrape_error_not_a_crash() -> None:
+    with pytest.raises(ScrapeError) as caught:
+        await fetch("no-port-here")
+    assert caught.value.reason == "protocol"
