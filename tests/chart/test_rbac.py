@@ -122,12 +122,8 @@ def test_rules_file_follows_a_change_of_api_calls() -> None:
     assert "- jobs" in rendered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API_CALLS lists kopfpeerings only; kopf's cluster-wide peering (--peering without "
-    "--namespace, as the chart runs it when watchNamespaces is empty) uses clusterkopfpeerings",
-)
 def test_cluster_wide_peering_is_allowed(helm: Helm) -> None:
+    """kopf's peering without --namespace (watchNamespaces empty) uses clusterkopfpeerings."""
     docs = helm.template(settings=["operator.peering.enabled=true"])
     assert find(docs, "ClusterKopfPeering")
 
