@@ -1,0 +1,120 @@
+"""The ``meltguard quota-server`` command: flags, bad values, and a Redis-backed restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import POLICY, RedisServer, free_port, needs_redis, quotas_json
+
+MELTGUARD = str(Path(sys.executable).with_name("meltguard"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MELTGUARD, "quota-server", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_help_lists_every_flag() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for flag in (
+        "--port",
+        "--host",
+        "--store",
+        "--limits",
+        "--watch-configmaps",
+        "--on-store-error",
+        "--store-timeout",
+        "--reload-interval",
+    ):
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limits", "x", "--watch-configmaps", "ns"], "not allowed with argument"),
+        ([], "one of the arguments --limits --watch-configmaps is required"),
+        (["--limits", "x", "--on-store-error", "maybe"], "invalid choice: 'maybe'"),
+        (["--limits", "x", "--store", "mysql://db"], "--store must be 'memory' or a redis:// URL"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_problem(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def consume_once(url: str) -> int:
+    body = json.dumps({"policy": POLICY, "tier": "free", "subject": "cli", "cost": 1}).encode()
+    request = urllib.request.Request(
+        f"{url}/v1/consume", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(json.load(response)["used"])
+    except urllib.error.HTTPError as error:
+        return int(json.load(error)["used"])
+
+
+def start(port: int, store: str, limits: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [
+            MELTGUARD,
+            "quota-server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--store",
+            store,
+            "--limits",
+            str(limits),
+            "--log-level",
+            "WARNING",
+        ]
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).close()
+            return process
+        except OSError:
+            assert process.poll() is None, "quota-server exited"
+            assert time.monotonic() < deadline, "quota-server did not become ready"
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+@needs_redis
+def test_counts_survive_killing_both_redis_and_the_quota_server(tmp_path: Path) -> None:
+    limits = tmp_path / "quotas.json"
+    limits.write_text(quotas_json())
+    redis_server = RedisServer(free_port(), tmp_path)
+    redis_server.start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server = start(port, redis_server.url, limits)
+        assert [consume_once(url), consume_once(url)] == [1, 2]
+        server.kill()  # SIGKILL: no graceful anything
+        server.wait(10)
+        redis_server.kill()
+        redis_server.start()
+        server = start(port, redis_server.url, limits)
+        assert consume_once(url) == 3
+        assert consume_once(url) == 3  # refused: the limit is 3
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) == 0
+    finally:
+        redis_server.kill()
