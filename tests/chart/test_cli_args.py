@@ -58,7 +58,8 @@ def test_parse_rejects_an_unknown_flag() -> None:
 
 def test_peering_flags_reach_the_operator(helm: Helm) -> None:
     commands = container_commands(helm, (), PEERING)
-    operator = next(args for args in commands if args[0] == "operator")
-    parsed = parse(operator)
-    assert parsed.peering == "meltguard"
-    assert parsed.namespaces == ["inference"]
+    operators = [parse(args) for args in commands if args[0] == "operator"]
+    assert [o.priority for o in operators] == [100, 50], "active, then standby"
+    for parsed in operators:
+        assert parsed.peering == "meltguard"
+        assert parsed.namespaces == ["inference"]

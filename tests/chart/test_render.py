@@ -284,6 +284,11 @@ def test_quota_limits_from_mounted_configmaps(helm: Helm) -> None:
         (["quotaServer.store.type=redis"], "neither quotaServer.store.redis.url nor"),
         (["quotaServer.limits.source=files"], "quotaServer.limits.configMaps is empty"),
         (["operator.replica=2"], "'replica' not allowed"),
+        (["operator.replicas=2"], "/operator/replicas"),
+        (
+            ["operator.peering.enabled=true", "operator.peering.standbyPriority=100"],
+            "standbyPriority (100) must be below operator.peering.priority (100)",
+        ),
         (["quotaServer.store.type=etcd"], "/quotaServer/store/type"),
         (["exporter.port=0"], "/exporter/port"),
         (["image.digest=latest"], "/image/digest"),
@@ -339,3 +344,26 @@ def test_kubernetes_older_than_1_28_is_refused(helm: Helm) -> None:
     helm.run("template", "x", str(CHART_DIR), "--kube-version", "1.28.0")
     with pytest.raises(HelmFailed, match="requires kubeVersion"):
         helm.run("template", "x", str(CHART_DIR), "--kube-version", "1.27.0")
+
+
+def test_peering_standby_runs_at_a_lower_priority_with_its_own_selector(helm: Helm) -> None:
+    docs = helm.template(settings=["operator.peering.enabled=true"])
+    active = one(docs, "Deployment", "meltguard-operator")
+    standby = one(docs, "Deployment", "meltguard-operator-standby")
+
+    def priority(deployment: dict[str, Any]) -> int:
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        return int(next(a for a in args if a.startswith("--priority=")).split("=")[1])
+
+    assert priority(active) > priority(standby), "kopf freezes operators of equal priority"
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in (active, standby)]
+    assert selectors[0] != selectors[1]
+    service = one(docs, "Service", "meltguard-operator")["spec"]["selector"]
+    for deployment in (active, standby):
+        assert deployment["spec"]["replicas"] == 1
+        assert service.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert find(docs, "ClusterKopfPeering")
+
+
+def test_no_standby_without_peering(helm: Helm) -> None:
+    assert find(helm.template(), "Deployment", "meltguard-operator-standby") == []

@@ -100,11 +100,14 @@ affinity:
 {{- end }}
 {{- end -}}
 
-{{/* The pod template's metadata of one component. */}}
+{{/* The pod template's metadata of one component; .extraLabels (optional) are added. */}}
 {{- define "meltguard.podMetadata" -}}
 metadata:
   labels:
     {{- include "meltguard.labels" . | nindent 4 }}
+    {{- with .extraLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     {{- with .values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
