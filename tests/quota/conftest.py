@@ -6,7 +6,9 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from meltguard.quota.service import OnStoreError, QuotaService
 from meltguard.quota.store import QuotaStore
 
 POLICY = "inference/imagegen"
+MELTGUARD = str(Path(sys.executable).with_name("meltguard"))
 REDIS_SERVER = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(
     REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
@@ -146,6 +149,34 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.kill()
+
+
+def launch_quota_server(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``meltguard quota-server ARGS`` on a free 127.0.0.1 port; return it once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            MELTGUARD,
+            "quota-server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+            *args,
+        ]
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
+            return process, url
+        except OSError:
+            assert process.poll() is None, "quota-server exited"
+            assert time.monotonic() < deadline, "quota-server did not start"
+            time.sleep(0.1)
 
 
 @dataclass

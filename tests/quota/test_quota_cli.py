@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .conftest import POLICY, RedisServer, free_port, needs_redis, quotas_json
-
-MELTGUARD = str(Path(sys.executable).with_name("meltguard"))
+from .conftest import (
+    MELTGUARD,
+    POLICY,
+    RedisServer,
+    free_port,
+    launch_quota_server,
+    needs_redis,
+    quotas_json,
+)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -67,34 +71,6 @@ def consume_once(url: str) -> int:
         return int(json.load(error)["used"])
 
 
-def start(port: int, store: str, limits: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            MELTGUARD,
-            "quota-server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--store",
-            store,
-            "--limits",
-            str(limits),
-            "--log-level",
-            "WARNING",
-        ]
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).close()
-            return process
-        except OSError:
-            assert process.poll() is None, "quota-server exited"
-            assert time.monotonic() < deadline, "quota-server did not become ready"
-            time.sleep(0.1)
-
-
 @pytest.mark.slow
 @needs_redis
 def test_counts_survive_killing_both_redis_and_the_quota_server(tmp_path: Path) -> None:
@@ -102,16 +78,15 @@ def test_counts_survive_killing_both_redis_and_the_quota_server(tmp_path: Path) 
     limits.write_text(quotas_json())
     redis_server = RedisServer(free_port(), tmp_path)
     redis_server.start()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    flags = ("--store", redis_server.url, "--limits", str(limits))
     try:
-        server = start(port, redis_server.url, limits)
+        server, url = launch_quota_server(*flags)
         assert [consume_once(url), consume_once(url)] == [1, 2]
         server.kill()  # SIGKILL: no graceful anything
         server.wait(10)
         redis_server.kill()
         redis_server.start()
-        server = start(port, redis_server.url, limits)
+        server, url = launch_quota_server(*flags)
         assert consume_once(url) == 3
         assert consume_once(url) == 3  # refused: the limit is 3
         server.send_signal(signal.SIGTERM)

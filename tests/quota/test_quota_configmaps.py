@@ -57,19 +57,25 @@ async def api() -> AsyncIterator[ApiServer]:
         yield server
 
 
-async def start_watching(
-    api: ApiServer, registry: LimitsRegistry, results: list[str], watch_timeout: int = 300
-) -> asyncio.Task[None]:
-    configuration = client.Configuration(host=str(api.url).rstrip("/"))
-    source = ConfigMapLimitsSource(
+def watcher(
+    host: str, registry: LimitsRegistry, results: list[str], watch_timeout: int = 300
+) -> ConfigMapLimitsSource:
+    """A source for NAMESPACE on the API server at ``host``, retrying fast."""
+    return ConfigMapLimitsSource(
         NAMESPACE,
         registry,
         results.append,
-        client.ApiClient(configuration),
+        client.ApiClient(client.Configuration(host=host)),
         asyncio.get_running_loop(),
         watch_timeout_seconds=watch_timeout,
-        retry_seconds=0.1,
+        retry_seconds=0.05,
     )
+
+
+async def start_watching(
+    api: ApiServer, registry: LimitsRegistry, results: list[str], watch_timeout: int = 300
+) -> asyncio.Task[None]:
+    source = watcher(str(api.url).rstrip("/"), registry, results, watch_timeout)
     return asyncio.create_task(source.run())
 
 
@@ -162,15 +168,7 @@ async def test_changes_while_the_watch_reconnects_are_not_lost(api: ApiServer) -
 
 async def test_an_unreachable_api_server_is_retried_without_crashing() -> None:
     registry, results = LimitsRegistry(), list[str]()
-    configuration = client.Configuration(host="http://127.0.0.1:9")  # discard port: refused
-    source = ConfigMapLimitsSource(
-        NAMESPACE,
-        registry,
-        results.append,
-        client.ApiClient(configuration),
-        asyncio.get_running_loop(),
-        retry_seconds=0.05,
-    )
+    source = watcher("http://127.0.0.1:9", registry, results)  # discard port: refused
     watching = asyncio.create_task(source.run())
     await asyncio.sleep(0.5)
     assert not watching.done()
@@ -180,13 +178,7 @@ async def test_an_unreachable_api_server_is_retried_without_crashing() -> None:
 
 async def test_a_modified_configmap_without_the_label_is_withdrawn() -> None:
     registry, results = LimitsRegistry(), list[str]()
-    source = ConfigMapLimitsSource(
-        NAMESPACE,
-        registry,
-        results.append,
-        client.ApiClient(client.Configuration(host="http://127.0.0.1:9")),
-        asyncio.get_running_loop(),
-    )
+    source = watcher("http://127.0.0.1:9", registry, results)
     source._apply("ADDED", configmap("q", {"quotas.json": quotas_json()}))
     assert free_limit(registry) == 3
     source._apply("MODIFIED", configmap("q", {"quotas.json": quotas_json()}, labelled=False))

@@ -37,12 +37,18 @@ def free_limit(registry: LimitsRegistry, policy: str = POLICY) -> int | None:
     return registry.table.lookup(policy, "free").limit
 
 
-def test_a_file_is_loaded_and_reloaded_when_it_changes(tmp_path: Path) -> None:
-    path = tmp_path / "quotas.json"
-    write(path, quotas_json(free=3))
+def loaded(path: Path, text: str) -> tuple[FileLimitsSource, LimitsRegistry, Counts]:
+    """A source over ``path`` after writing ``text`` there and scanning once."""
+    write(path, text)
     registry, counts = LimitsRegistry(), Counts()
     source = FileLimitsSource(path, registry, counts)
     source.scan()
+    return source, registry, counts
+
+
+def test_a_file_is_loaded_and_reloaded_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "quotas.json"
+    source, registry, counts = loaded(path, quotas_json(free=3))
     assert free_limit(registry) == 3
     source.scan()
     assert counts.results == ["ok"]  # unchanged file: not parsed again
@@ -54,10 +60,7 @@ def test_a_file_is_loaded_and_reloaded_when_it_changes(tmp_path: Path) -> None:
 
 def test_a_malformed_update_is_ignored_and_the_last_good_limits_stay(tmp_path: Path) -> None:
     path = tmp_path / "quotas.json"
-    write(path, quotas_json(free=2))
-    registry, counts = LimitsRegistry(), Counts()
-    source = FileLimitsSource(path, registry, counts)
-    source.scan()
+    source, registry, counts = loaded(path, quotas_json(free=2))
     for bad in ("{not json", '{"policy": "inference/imagegen"}', quotas_json(free=-1)):
         write(path, bad)
         source.scan()
@@ -71,10 +74,7 @@ def test_a_malformed_update_is_ignored_and_the_last_good_limits_stay(tmp_path: P
 def test_a_malformed_first_file_publishes_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "quotas.json"
-    write(path, '{"policy": 3}')
-    registry = LimitsRegistry()
-    FileLimitsSource(path, registry, Counts()).scan()
+    _, registry, _ = loaded(tmp_path / "quotas.json", '{"policy": 3}')
     assert registry.sources == frozenset()
     assert "policy" in caplog.text
     with pytest.raises(UnknownQuota):

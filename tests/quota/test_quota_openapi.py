@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +24,11 @@ from meltguard.quota.metrics import METRIC_NAMES, QuotaMetrics
 from meltguard.quota.openapi import OPENAPI_DOCUMENT
 from meltguard.quota.service import QuotaService
 
-from .conftest import POLICY, free_port, quotas_json
+from .conftest import POLICY, launch_quota_server, quotas_json
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-MELTGUARD = str(BIN / "meltguard")
 
 
 def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any, str]:
@@ -50,31 +48,7 @@ def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``meltguard quota-server`` with the memory store and a limits file."""
     limits = tmp_path_factory.mktemp("limits") / "quotas.json"
     limits.write_text(quotas_json())
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            MELTGUARD,
-            "quota-server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--limits",
-            str(limits),
-            "--log-level",
-            "WARNING",
-        ],
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            call(f"{url}/healthz")
-            break
-        except OSError:
-            assert process.poll() is None, "quota-server exited"
-            assert time.monotonic() < deadline, "quota-server did not start"
-            time.sleep(0.1)
+    process, url = launch_quota_server("--limits", str(limits))
     yield url
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from meltguard.quota.memory_store import MemoryStore
 from meltguard.quota.redis_store import counter_key, request_key
-from meltguard.quota.store import Subject
+from meltguard.quota.store import Consumption, Subject
 from meltguard.quota.windows import Window
 
 from .conftest import QuotaServer, consume, peek
@@ -63,11 +63,13 @@ async def test_the_memory_store_forgets_ended_windows_and_old_requests() -> None
     day = 86400
     for n in range(100):
         who = Subject("p/q", "free", f"user-{n}")
-        await store.consume(who, Window.containing(10.0, day), 1, 3, f"r-{n}", 10.0)
+        await store.consume(Consumption(who, Window.containing(10.0, day), 1, 3, f"r-{n}", 10.0))
     assert (len(store._counters), len(store._requests)) == (100, 100)
     later = 10.0 + day  # next window: old counters ended, requests kept one window length
     who = Subject("p/q", "free", "user-0")
-    outcome = await store.consume(who, Window.containing(later, day), 1, 3, None, later)
+    outcome = await store.consume(
+        Consumption(who, Window.containing(later, day), 1, 3, None, later)
+    )
     assert outcome.used == 1
     assert (len(store._counters), len(store._requests)) == (1, 0)
 
@@ -75,6 +77,6 @@ async def test_the_memory_store_forgets_ended_windows_and_old_requests() -> None
 async def test_a_memory_refund_after_the_window_ended_gives_nothing() -> None:
     store = MemoryStore()
     who = Subject("p/q", "free", "u")
-    await store.consume(who, Window(60, 1), 1, 3, "r", 61.0)
+    await store.consume(Consumption(who, Window(60, 1), 1, 3, "r", 61.0))
     outcome = await store.refund(who, Window(60, 2), "r", 120.5)
     assert (outcome.reason, outcome.used, outcome.refunded) == ("window-ended", 0, False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from meltguard.quota.store import ConsumeOutcome, RefundOutcome, Subject
+from meltguard.quota.store import ConsumeOutcome, Consumption, RefundOutcome, Subject
 from meltguard.quota.windows import Window
 
 _CounterKey = tuple[Subject, Window]
@@ -48,31 +48,23 @@ class MemoryStore:
         while self._request_expiry and self._request_expiry[0][0] <= now:
             self._requests.pop(heapq.heappop(self._request_expiry)[2], None)
 
-    async def consume(
-        self,
-        who: Subject,
-        window: Window,
-        cost: int,
-        limit: int,
-        request_id: str | None,
-        now: float,
-    ) -> ConsumeOutcome:
-        self._drop_expired(now)
-        counter = (who, window)
-        if request_id is not None:
-            prior = self._requests.get((who, request_id))
+    async def consume(self, take: Consumption) -> ConsumeOutcome:
+        self._drop_expired(take.now)
+        who, counter = take.who, (take.who, take.window)
+        if take.request_id is not None:
+            prior = self._requests.get((who, take.request_id))
             if prior is not None:
                 return ConsumeOutcome(prior.allowed, self._counters.get(counter, 0), replayed=True)
         used = self._counters.get(counter, 0)
-        allowed = used + cost <= limit
+        allowed = used + take.cost <= take.limit
         if allowed:
             if counter not in self._counters:
-                self._expire_counter(window.end, counter)
-            used += cost
+                self._expire_counter(take.window.end, counter)
+            used += take.cost
             self._counters[counter] = used
-        if request_id is not None:
-            self._requests[(who, request_id)] = _RequestRecord(allowed, cost, window)
-            self._expire_request(now + window.seconds, (who, request_id))
+        if take.request_id is not None:
+            self._requests[(who, take.request_id)] = _RequestRecord(allowed, take.cost, take.window)
+            self._expire_request(take.now + take.window.seconds, (who, take.request_id))
         return ConsumeOutcome(allowed, used)
 
     async def refund(

@@ -24,7 +24,13 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from meltguard.quota.store import ConsumeOutcome, RefundOutcome, StoreUnavailable, Subject
+from meltguard.quota.store import (
+    ConsumeOutcome,
+    Consumption,
+    RefundOutcome,
+    StoreUnavailable,
+    Subject,
+)
 from meltguard.quota.windows import Window
 
 KEY_PREFIX = "meltguard:quota:v1"
@@ -182,20 +188,18 @@ class RedisStore:
         self._refund = self._client.register_script(REFUND_LUA)
         self._pipeliner = ScriptPipeliner(self._client)
 
-    async def consume(
-        self,
-        who: Subject,
-        window: Window,
-        cost: int,
-        limit: int,
-        request_id: str | None,
-        now: float,
-    ) -> ConsumeOutcome:
-        keys = [counter_key(who, window)]
-        if request_id is not None:
-            keys.append(request_key(who, request_id))
-        counter_ttl = math.ceil(window.end - now) + EXPIRY_GRACE_SECONDS
-        args: ScriptArgs = [cost, limit, counter_ttl, window.seconds, window.tag]
+    async def consume(self, take: Consumption) -> ConsumeOutcome:
+        keys = [counter_key(take.who, take.window)]
+        if take.request_id is not None:
+            keys.append(request_key(take.who, take.request_id))
+        counter_ttl = math.ceil(take.window.end - take.now) + EXPIRY_GRACE_SECONDS
+        args: ScriptArgs = [
+            take.cost,
+            take.limit,
+            counter_ttl,
+            take.window.seconds,
+            take.window.tag,
+        ]
         try:
             allowed, used, replayed = await self._pipeliner.call(self._consume, keys, args)
         except (RedisError, OSError) as error:

@@ -18,7 +18,13 @@ from meltguard.api.quotas import QuotaTier
 from meltguard.quota.limits import LimitsRegistry, LimitsTable
 from meltguard.quota.metrics import QuotaMetrics
 from meltguard.quota.requests import ConsumeRequest, PeekRequest, RefundRequest
-from meltguard.quota.store import QuotaStore, RefundReason, StoreUnavailable, Subject
+from meltguard.quota.store import (
+    Consumption,
+    QuotaStore,
+    RefundReason,
+    StoreUnavailable,
+    Subject,
+)
 from meltguard.quota.windows import Window
 
 log = logging.getLogger(__name__)
@@ -124,7 +130,7 @@ class QuotaService:
         who = Subject(request.policy, request.tier, request.subject)
         try:
             outcome = await self.store.consume(
-                who, window, request.cost, tier.limit, request.request_id, now
+                Consumption(who, window, request.cost, tier.limit, request.request_id, now)
             )
         except StoreUnavailable as error:
             self._store_failed("consume", error)

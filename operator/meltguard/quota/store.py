@@ -31,6 +31,19 @@ class Subject:
 
 
 @dataclass(frozen=True, slots=True)
+class Consumption:
+    """One consume request as the store sees it: take ``cost`` units of ``who``'s counter in
+    ``window`` if ``used + cost <= limit``; ``now`` is epoch seconds."""
+
+    who: Subject
+    window: Window
+    cost: int
+    limit: int
+    request_id: str | None
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class ConsumeOutcome:
     """``allowed``: whether the units were taken; ``used``: units used in the window now;
     ``replayed``: the request id was seen before and this is its first answer again."""
@@ -55,17 +68,9 @@ class RefundOutcome:
 class QuotaStore(Protocol):
     """Counters behind the quota service. ``now`` is epoch seconds, passed in by the caller."""
 
-    async def consume(
-        self,
-        who: Subject,
-        window: Window,
-        cost: int,
-        limit: int,
-        request_id: str | None,
-        now: float,
-    ) -> ConsumeOutcome:
-        """Take ``cost`` units if ``used + cost <= limit``; remember the answer for ``request_id``
-        (for at least one window length) and replay it for a retry instead of counting again."""
+    async def consume(self, take: Consumption) -> ConsumeOutcome:
+        """Take the units if the limit allows; remember the answer for ``take.request_id`` (for
+        at least one window length) and replay it for a retry instead of counting again."""
         ...
 
     async def refund(
