@@ -19,8 +19,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import pytest
 import yaml
@@ -225,18 +227,41 @@ def fires(alerts: list[dict[str, str]], name: str, labels: dict[str, str]) -> bo
     return any(a["alertname"] == name and labels.items() <= a.items() for a in alerts)
 
 
-def test_alerts_fire_on_what_the_components_really_serve(
-    helm: Helm, prometheus_binary: str, quota_server: int, tmp_path: Path
-) -> None:
+@dataclass
+class OperatorEndpoint:
+    """The operator's /metrics on 127.0.0.1, which the test can stop."""
+
+    port: int
+    server: WSGIServer
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def operator_endpoint() -> Iterator[OperatorEndpoint]:
+    port = free_port()
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=operator_registry())
+    yield OperatorEndpoint(port, server)
+    server.server_close()
+
+
+@pytest.fixture
+def prometheus(
+    helm: Helm,
+    prometheus_binary: str,
+    quota_server: int,
+    operator_endpoint: OperatorEndpoint,
+    tmp_path: Path,
+) -> Iterator[str]:
+    """A Prometheus with the chart's rules (every ``for`` 0s) scraping both; yields its URL."""
     settings = [f"alerts.{name}.for=0s" for name in ALERT_DURATIONS]
-    groups = rendered_rule_groups(helm, settings)
     rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump(groups))
-    operator_port = free_port()
-    server, _ = start_http_server(operator_port, addr="127.0.0.1", registry=operator_registry())
+    rules.write_text(yaml.safe_dump(rendered_rule_groups(helm, settings)))
+    config = write_prometheus_config(tmp_path, rules, operator_endpoint.port, quota_server)
     web = free_port()
-    config = write_prometheus_config(tmp_path, rules, operator_port, quota_server)
-    prometheus = subprocess.Popen(
+    process = subprocess.Popen(
         [
             prometheus_binary,
             f"--config.file={config}",
@@ -247,35 +272,33 @@ def test_alerts_fire_on_what_the_components_really_serve(
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{web}"
-    consume = f"http://127.0.0.1:{quota_server}/v1/consume"
     try:
-
-        def store_errors_and_expected_alerts() -> bool:
-            # keep failing store calls coming, so that their rate stays above zero
-            http_json(
-                consume,
-                {"policy": "inference/imagegen", "tier": "plus", "subject": "user-1", "cost": 1},
-            )
-            if not healthy(f"{url}/-/ready"):
-                return False
-            alerts = firing(url)
-            return all(fires(alerts, name, labels) for name, labels in EXPECTED_WHILE_UP)
-
-        wait_for(store_errors_and_expected_alerts, "the alerts of a melting fleet", timeout=45)
-        alerts = firing(url)
-        assert [(name, lbl) for name, lbl in QUIET_WHILE_UP if fires(alerts, name, lbl)] == []
-
-        server.shutdown()
-        server.server_close()
-        wait_for(
-            lambda: fires(firing(url), "MeltguardOperatorDown", {"severity": "critical"}),
-            "MeltguardOperatorDown after the operator stopped",
-            timeout=30,
-        )
+        wait_for(lambda: healthy(f"{url}/-/ready"), "Prometheus to be ready")
+        yield url
     finally:
-        prometheus.terminate()
-        prometheus.wait(timeout=10)
-        server.server_close()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_alerts_fire_on_what_the_components_really_serve(
+    prometheus: str, quota_server: int, operator_endpoint: OperatorEndpoint
+) -> None:
+    def expected_alerts_with_store_errors_coming() -> bool:
+        # keep failing store calls coming, so that their rate stays above zero
+        body = {"policy": "inference/imagegen", "tier": "plus", "subject": "u1", "cost": 1}
+        http_json(f"http://127.0.0.1:{quota_server}/v1/consume", body)
+        alerts = firing(prometheus)
+        return all(fires(alerts, name, labels) for name, labels in EXPECTED_WHILE_UP)
+
+    wait_for(expected_alerts_with_store_errors_coming, "the alerts of a melting fleet", 45)
+    alerts = firing(prometheus)
+    assert [(name, lbl) for name, lbl in QUIET_WHILE_UP if fires(alerts, name, lbl)] == []
+
+    operator_endpoint.stop()
+    wait_for(
+        lambda: fires(firing(prometheus), "MeltguardOperatorDown", {"severity": "critical"}),
+        "MeltguardOperatorDown after the operator stopped",
+    )
 
 
 @pytest.mark.xfail(
