@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -248,6 +249,7 @@ class WatchEvent:
     resource: kmock.resource
     type: str
     body: Body
+    at: float  # time.monotonic() when the change was stored
 
 
 class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
@@ -258,11 +260,36 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         self._revision = 0
         self._changes: list[WatchEvent] = []
         self._changed = asyncio.Event()
+        self._builtin_reactions = {id(payload) for payload in self._payloads}
+        self._direct = {
+            kmock.action.LIST: rendering.Response.guess(self._serve_list),
+            kmock.action.WATCH: rendering.Response.guess(self._serve_watch),
+            kmock.action.FETCH: rendering.Response.guess(self._serve_fetch),
+            kmock.action.CREATE: rendering.Response.guess(self._serve_create),
+            kmock.action.UPDATE: rendering.Response.guess(self._serve_update),
+            kmock.action.DELETE: rendering.Response.guess(self._serve_delete),
+        }
 
-    # kmock's emulator changes objects in _handle() before any reaction is considered; here the
-    # writes happen in the fallbacks, so a reaction that answers a write leaves the object alone.
     async def _handle(self, request: rendering.Request) -> Any:
-        return await apps.RawHandler._handle(self, request)
+        """Serve a request: through kmock's reactions only while a test has added some.
+
+        kmock matches a request against a reaction by scanning every request recorded so far
+        (``request in view``), so each request costs O(all requests) and a long test slows
+        quadratically. Object requests go straight to the fallbacks below unless a test
+        registered a reaction (a fault to inject); everything is still in the request log.
+        kmock's emulator also changes objects in _handle() before any reaction is considered;
+        here the writes happen in the fallbacks, so a reaction that answers a write leaves the
+        object alone.
+        """
+        direct = self._direct.get(request.action) if request.action is not None else None
+        is_object_request = request.resource is not None and request.resource.plural
+        if direct is None or not is_object_request or self._has_test_reactions():
+            return await apps.RawHandler._handle(self, request)
+        return await direct(request)
+
+    def _has_test_reactions(self) -> bool:
+        return any(id(payload) not in self._builtin_reactions and not payload._disabled.is_set()
+                   for payload in self._payloads)
 
     # ---- direct access for tests (not through HTTP: the request log stays the operator's) ----
 
@@ -296,6 +323,10 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         """Every request served so far, in order (kmock records them; iterating yields them)."""
         return list(iter(self))
 
+    def changes_since(self, resource_version: int) -> list[WatchEvent]:
+        """Every change stored after ``resource_version``, oldest first, with its time."""
+        return self._changes[resource_version:]
+
     @property
     def resource_version(self) -> int:
         """The latest resourceVersion handed out."""
@@ -307,7 +338,8 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         return STATUS_SUBRESOURCE in self.resources[resource].subresources
 
     def _publish(self, resource: kmock.resource, event_type: str, body: Body) -> None:
-        event = WatchEvent(self._revision, resource, event_type, copy.deepcopy(body))
+        event = WatchEvent(self._revision, resource, event_type, copy.deepcopy(body),
+                           time.monotonic())
         self._changes.append(event)
         self._changed.set()
         self._changed = asyncio.Event()
@@ -413,7 +445,8 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     def _known(self, request: rendering.Request) -> kmock.resource:
         resource: kmock.resource | None = request.resource
-        if resource is None or resource not in self._get_resources():
+        declared = resource is not None and resource in self.resources
+        if resource is None or (not declared and resource not in self._get_resources()):
             raise kmock.KubernetesResourceNotFoundError()
         return resource
 
