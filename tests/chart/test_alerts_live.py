@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,40 +149,33 @@ def prometheus_binary() -> str:
     return binary
 
 
+@contextmanager
+def running(command: list[str], ready_url: str, log: Path) -> Iterator[None]:
+    """``command`` as a process (output to ``log``) until the block ends, once ``ready_url``
+    answers."""
+    with log.open("w") as output:  # a file: a pipe nobody reads would fill up and block it
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: healthy(ready_url), f"{Path(command[0]).name} at {ready_url}")
+            yield
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
 @pytest.fixture
 def quota_server(tmp_path: Path) -> Iterator[int]:
     """`meltguard quota-server` with the tightened limits above and a Redis that is not there."""
     limits = tmp_path / "quotas.json"
     limits.write_text(json.dumps(QUOTAS))
     port, dead_redis = free_port(), free_port()
-    log = (tmp_path / "quota-server.log").open("w")  # a pipe nobody reads would fill up
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meltguard.cli",
-            "quota-server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--limits",
-            str(limits),
-            "--store",
-            f"redis://127.0.0.1:{dead_redis}/0",
-            "--on-store-error",
-            "closed",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: healthy(f"http://127.0.0.1:{port}/healthz"), "the quota server")
+    command = [
+        sys.executable, "-m", "meltguard.cli", "quota-server", "--host", "127.0.0.1",
+        "--port", str(port), "--limits", str(limits),
+        "--store", f"redis://127.0.0.1:{dead_redis}/0", "--on-store-error", "closed",
+    ]  # fmt: skip
+    with running(command, f"http://127.0.0.1:{port}/healthz", tmp_path / "quota-server.log"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 def healthy(url: str) -> bool:
@@ -261,23 +255,15 @@ def prometheus(
     rules.write_text(yaml.safe_dump(rendered_rule_groups(helm, settings)))
     config = write_prometheus_config(tmp_path, rules, operator_endpoint.port, quota_server)
     web = free_port()
-    process = subprocess.Popen(
-        [
-            prometheus_binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{web}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [
+        prometheus_binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{web}",
+    ]
     url = f"http://127.0.0.1:{web}"
-    try:
-        wait_for(lambda: healthy(f"{url}/-/ready"), "Prometheus to be ready")
+    with running(command, f"{url}/-/ready", tmp_path / "prometheus.log"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_alerts_fire_on_what_the_components_really_serve(
