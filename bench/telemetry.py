@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from meltguard.telemetry.attribution import RoundRobinAttribution
 from meltguard.telemetry.devices import PodRef
 from meltguard.telemetry.exposition import GpuCollector
-from meltguard.telemetry.interpret import EXPORTER_SCHEMA, PageReader
+from meltguard.telemetry.interpret import EXPORTER_SCHEMA, Collected, PageReader
 from meltguard.telemetry.sampler import Sampler
 from meltguard.telemetry.scrape import Scraper
 from meltguard.telemetry.simulated import FireDrill, SimulatedBackend
@@ -180,10 +180,8 @@ def measure_parse(pages: list[bytes], pods: set[tuple[str, str]], runs: int) -> 
     readers = [PageReader(EXPORTER_SCHEMA) for _ in texts]
 
     def ours() -> int:
-        return sum(
-            len(reader.read(text).samples(pods, NOW))
-            for reader, text in zip(readers, texts, strict=True)
-        )
+        tables = [reader.read(text) for reader, text in zip(readers, texts, strict=True)]
+        return len(Collected.merge(EXPORTER_SCHEMA, tables).samples(pods, NOW))
 
     start = time.perf_counter()
     ours()

@@ -17,16 +17,21 @@ quantity of :data:`COLUMNS`, so checks run per column and samples are built per 
 :class:`PageReader` reads successive pages of one endpoint fast. It learns a page once
 through the strict :func:`~.textformat.parse_line`, remembering for every line head
 (``name{labels}``) which cell of the table that line fills. While the endpoint keeps
-serving the same series (the normal case: only values change), a read costs one split,
-one dict lookup and one ``float`` per line; any unknown head makes it learn the page anew.
+serving the same series (the normal case: only values change), a read is a handful of
+C-level passes (split, lookups, ``float``, placement by ``itemgetter``); a bad value or a
+repeated series sends that page through a line-by-line pass that counts it, and any
+unknown head makes the reader learn the page anew.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
+from typing import cast
 
 from meltguard.core.observation import GpuSample
 from meltguard.telemetry.devices import throttle_reasons
@@ -167,6 +172,7 @@ class Collected:
         self.rejected: Counter[str] = Counter()
         self.good_lines = 0
         self.bad_lines = 0
+        self._checked = False
 
     @property
     def malformed(self) -> bool:
@@ -196,10 +202,25 @@ class Collected:
         """GPU UUID -> (namespace, pod) for every GPU this read knows."""
         return {gpu.uuid: (gpu.namespace, gpu.pod) for gpu in self.identities}
 
+    @classmethod
+    def merge(cls, schema: Schema, parts: Iterable[Collected]) -> Collected:
+        """One table of several reads (e.g. every endpoint's page), so checks run once."""
+        merged = cls(schema, [])
+        for part in parts:
+            offset = len(merged.identities)
+            merged.identities.extend(part.identities)
+            merged.values.extend(part.values)
+            merged.reasons.update({row + offset: r for row, r in part.reasons.items()})
+            merged.rejected.update(part.rejected)
+            merged.good_lines += part.good_lines
+            merged.bad_lines += part.bad_lines
+        return merged
+
     def samples(self, pods: Collection[tuple[str, str]], sampled_at: float) -> list[GpuSample]:
         """Checked samples of the GPUs held by one of ``pods`` ((namespace, pod) pairs)."""
+        if not self._checked:
+            self._scale_and_check()
         values, reasons = self.values, self.reasons
-        scales = None if set(self.schema.scales) == {1.0} else self.schema.scales
         samples = []
         for row, gpu in enumerate(self.identities):
             if (gpu.namespace, gpu.pod) not in pods:
@@ -207,21 +228,40 @@ class Collected:
             cells = values[row * WIDTH : row * WIDTH + WIDTH]
             if cells.count(None) == WIDTH and row not in reasons:
                 continue  # the GPU left the page
-            if scales is not None:
-                cells = [None if v is None else v * s for v, s in zip(cells, scales, strict=True)]
-            self._drop_implausible(cells)
             samples.append(_sample(gpu, cells, reasons.get(row, ()), sampled_at, self.rejected))
         return samples
 
-    def _drop_implausible(self, cells: list[float | None]) -> None:
-        for column, value in enumerate(cells):
-            if value is None:
-                continue
+    def _scale_and_check(self) -> None:
+        """Scale every column to the core's units and drop implausible values, column-wise."""
+        self._checked = True
+        values = self.values
+        for column, scale in enumerate(self.schema.scales):
+            cells = values[column::WIDTH]
+            if scale != 1.0:
+                cells = [None if v is None else v * scale for v in cells]
+                values[column::WIDTH] = cells
             low, high = _BOUNDS[column]
-            if low <= value <= high and (column != _UP or value in (0.0, 1.0)):
+            if column == _UP:
+                if set(cells) <= {None, 0.0, 1.0}:
+                    continue
+            elif _all_plausible(cells, low, high):
                 continue
-            cells[column] = None
-            self.rejected["out_of_range" if math.isfinite(value) else "not_finite"] += 1
+            for cell in range(column, len(values), WIDTH):
+                value = values[cell]
+                if value is None:
+                    continue
+                if low <= value <= high and (column != _UP or value in (0.0, 1.0)):
+                    continue
+                values[cell] = None
+                self.rejected["out_of_range" if math.isfinite(value) else "not_finite"] += 1
+
+
+def _all_plausible(cells: list[float | None], low: float, high: float) -> bool:
+    """Whether every known value lies in [low, high], at C speed (a NaN makes the sum NaN)."""
+    known = cast(list[float], [v for v in cells if v is not None] if None in cells else cells)
+    if not known:
+        return True
+    return math.isfinite(sum(known)) and low <= min(known) and max(known) <= high
 
 
 def _sample(
@@ -312,6 +352,32 @@ def collect_series(
 _UNKNOWN: Cell = -1
 
 
+@dataclass(frozen=True, slots=True)
+class _Gather:
+    """How to lift a known page's values into its table in bulk, with C-speed itemgetters.
+
+    Valid while a page's lines map to exactly the cells of ``found`` (same series, same order).
+    """
+
+    found: list[Cell | None]
+    value_lines: Callable[[list[tuple[str, str, str]]], tuple[tuple[str, str, str], ...]]
+    placement: Callable[[list[float | None]], tuple[float | None, ...]]
+    reason_lines: tuple[int, ...]
+
+
+def _gather_for(found: list[Cell | None], table_size: int) -> _Gather | None:
+    """The bulk plan for a page layout; None where it cannot apply (repeated cells)."""
+    value_lines = [line for line, cell in enumerate(found) if type(cell) is int]
+    cells = cast(list[int], [found[line] for line in value_lines])
+    if len(value_lines) < 2 or table_size < 2 or len(set(cells)) != len(cells):
+        return None
+    placement = [len(cells)] * table_size  # index of the None appended to the values
+    for position, cell in enumerate(cells):
+        placement[cell] = position
+    reason_lines = tuple(line for line, cell in enumerate(found) if type(cell) is tuple)
+    return _Gather(found, itemgetter(*value_lines), itemgetter(*placement), reason_lines)
+
+
 class PageReader:
     """Reads successive pages of one endpoint, remembering which cell each line head fills."""
 
@@ -319,39 +385,63 @@ class PageReader:
         self.schema = schema
         self._cells: dict[str, Cell | None] = {}
         self._identities: list[GpuIdentity] = []
+        self._gather: _Gather | None = None
 
     def read(self, text: str) -> Collected:
         lines = text.split("\n")
-        return self._read_known(lines) or self._learn(lines)
+        if "" in lines:
+            lines = [line for line in lines if line]
+        parts = list(map(str.rpartition, lines, repeat(" ")))
+        found = list(map(self._cells.get, map(itemgetter(0), parts), repeat(_UNKNOWN)))
+        if _UNKNOWN in found:
+            return self._learn(lines)
+        return self._in_bulk(parts, found) or self._line_by_line(parts, found)
 
-    def _read_known(self, lines: list[str]) -> Collected | None:
-        """The fast path; None as soon as a line head is new (the page must be learnt)."""
-        cells = self._cells
-        collected = Collected(self.schema, self._identities)
-        values, duplicates = collected.values, collected.duplicates
-        good = 0
-        for line in lines:
-            head, _, text = line.rpartition(" ")
-            cell = cells.get(head, _UNKNOWN)
-            if cell is None:
-                continue
-            if cell is _UNKNOWN:
+    def _in_bulk(
+        self, parts: list[tuple[str, str, str]], found: list[Cell | None]
+    ) -> Collected | None:
+        """The fast path: every value converted and placed by C loops; None to go line by line."""
+        gather = self._gather
+        if gather is None or gather.found != found:
+            gather = self._gather = _gather_for(found, len(self._identities) * WIDTH)
+            if gather is None:
                 return None
-            try:
-                if "_" in text:
-                    raise ValueError(text)
-                value = float(text)
-            except ValueError:
-                collected.bad_lines += 1
-                collected.rejected["bad_value"] += 1
-                continue
-            good += 1
-            if type(cell) is int and values[cell] is None and not duplicates:
-                values[cell] = value
-            else:
-                collected.add(cell, value)
-        collected.good_lines = good
+        texts = list(map(itemgetter(2), gather.value_lines(parts)))
+        try:
+            if "_" in "".join(texts):  # float() accepts digit separators, the format does not
+                return None
+            numbers: list[float | None] = list(map(float, texts))
+        except ValueError:
+            return None  # some value is bad: the line-by-line path counts it
+        numbers.append(None)
+        collected = Collected(self.schema, self._identities)
+        collected.values = list(gather.placement(numbers))
+        collected.good_lines = len(texts)
+        for line in gather.reason_lines:
+            self._add_line(collected, parts[line][2], cast(Cell, found[line]))
         return collected
+
+    def _line_by_line(
+        self, parts: list[tuple[str, str, str]], found: list[Cell | None]
+    ) -> Collected:
+        collected = Collected(self.schema, self._identities)
+        for (_, _, text), cell in zip(parts, found, strict=True):
+            if cell is not None:
+                self._add_line(collected, text, cell)
+        return collected
+
+    @staticmethod
+    def _add_line(collected: Collected, text: str, cell: Cell) -> None:
+        try:
+            if "_" in text:
+                raise ValueError(text)
+            value = float(text)
+        except ValueError:
+            collected.bad_lines += 1
+            collected.rejected["bad_value" if text else "truncated"] += 1
+            return
+        collected.good_lines += 1
+        collected.add(cell, value)
 
     def _learn(self, lines: list[str]) -> Collected:
         layout = _Layout(self.schema)
@@ -360,18 +450,20 @@ class PageReader:
         label_sets: dict[str, dict[str, str]] = {}
         for line in lines:
             parsed = parse_line(line, label_sets)
-            head = line.rpartition(" ")[0]
+            head, _, text = line.rpartition(" ")
             if parsed is None:
-                cells[head] = None
+                if head.startswith("#"):
+                    cells[head] = None
             elif isinstance(parsed, LineError):
                 collected.bad_lines += 1
                 collected.rejected[parsed.reason] += 1
             else:
                 collected.good_lines += 1
                 cell = layout.cell(parsed.name, parsed.labels)
-                if not parsed.timestamped:  # with a timestamp the head holds the value
+                if head and text and not parsed.timestamped:
+                    # only a plain "name{labels} value" line can be recognised by its head
                     cells[head] = cell
                 if cell is not None:
                     collected.add(cell, parsed.value)
-        self._cells, self._identities = cells, layout.identities
+        self._cells, self._identities, self._gather = cells, layout.identities, None
         return collected

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from meltguard.core.observation import GpuSample, Observation
-from meltguard.telemetry.interpret import DCGM_SCHEMA, EXPORTER_SCHEMA, PageReader, Schema
+from meltguard.telemetry.interpret import (
+    DCGM_SCHEMA,
+    EXPORTER_SCHEMA,
+    Collected,
+    PageReader,
+    Schema,
+)
 from meltguard.telemetry.metrics import ENDPOINT_ERRORS, REJECTED_SAMPLES
 from meltguard.telemetry.scrape import ScrapeError, Scraper
 
@@ -120,15 +126,20 @@ class ScrapeSource:
         pages = await self._scraper.fetch_all(endpoints)
         self._readers = {e: self._readers.get(e) or PageReader(self.schema) for e in pages}
         self._served = {e: s for e, s in self._served.items() if e in pages}
-        samples: list[GpuSample] = []
+        tables: list[Collected] = []
         lost: set[str] = set()
         errors: list[EndpointError] = []
         rejected: Counter[str] = Counter()
         for endpoint, page in pages.items():
-            failure = self._ingest(endpoint, page, pods, now, samples, rejected)
-            if failure is not None:
-                errors.append(failure)
+            outcome = self._ingest(endpoint, page)
+            if isinstance(outcome, EndpointError):
+                errors.append(outcome)
                 lost |= self._lost(endpoint, pods)
+            else:
+                tables.append(outcome)
+        table = Collected.merge(self.schema, tables)
+        samples = table.samples(pods, now)
+        rejected.update(table.rejected)
         return self._finish(samples, lost, errors, rejected)
 
     def _discovery_failed(
@@ -139,26 +150,16 @@ class ScrapeSource:
         failure = EndpointError("discovery", "discovery", f"listing endpoints: {error}")
         return self._finish([], lost, [failure], Counter())
 
-    def _ingest(
-        self,
-        endpoint: str,
-        page: bytes | ScrapeError,
-        pods: frozenset[tuple[str, str]],
-        now: float,
-        samples: list[GpuSample],
-        rejected: Counter[str],
-    ) -> EndpointError | None:
+    def _ingest(self, endpoint: str, page: bytes | ScrapeError) -> Collected | EndpointError:
+        """One endpoint's table, or why it has none (its lines then count as nothing)."""
         if isinstance(page, ScrapeError):
             return EndpointError(endpoint, page.reason, str(page))
-        result = self._readers[endpoint].read(page.decode("utf-8", errors="replace"))
-        if result.malformed:
-            rejected.update(result.rejected)
-            message = f"{endpoint}: not a metrics page ({result.bad_lines} bad lines)"
+        table = self._readers[endpoint].read(page.decode("utf-8", errors="replace"))
+        if table.malformed:
+            message = f"{endpoint}: not a metrics page ({table.bad_lines} bad lines)"
             return EndpointError(endpoint, "malformed", message)
-        samples.extend(result.samples(pods, now))
-        rejected.update(result.rejected)
-        self._served[endpoint] = result.served()
-        return None
+        self._served[endpoint] = table.served()
+        return table
 
     def _lost(self, endpoint: str, pods: frozenset[tuple[str, str]]) -> set[str]:
         served = self._served.get(endpoint, {})

@@ -1,0 +1,86 @@
+"""A reader that has learnt a page must read its next versions exactly as a fresh reader would."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meltguard.telemetry.interpret import EXPORTER_SCHEMA, Collected, PageReader
+
+from .helpers import render_page
+
+POD = ("inference", "imagegen-0")
+
+
+def _with_throttling(page: str) -> str:
+    """The page with GPU 1 throttled for two reasons (the exporter's reason series)."""
+    up = next(line for line in page.split("\n") if line.startswith('meltguard_gpu_up{gpu="1"'))
+    labels = up[len("meltguard_gpu_up{") : up.rindex("}")]
+    throttled = [
+        f'meltguard_gpu_throttled{{{labels},reason="{r}"}} 1.0'
+        for r in ("hw_thermal", "sw_thermal")
+    ]
+    return page + "\n".join(throttled) + "\n"
+
+
+BASE = _with_throttling(render_page(gpus=4))
+SAMPLE_LINES = [n for n, line in enumerate(BASE.split("\n")) if line and line[0] != "#"]
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["0", "1", "0.5", "NaN", "+Inf", "-1", "400", "7", "1_0", "x", ""]),
+)
+edits = st.lists(
+    st.tuples(st.sampled_from(SAMPLE_LINES), st.sampled_from(["value", "drop", "repeat"]), values),
+    max_size=8,
+)
+
+
+def edited(edit_list: list[tuple[int, str, str]]) -> str:
+    lines = BASE.split("\n")
+    extra = []
+    for number, action, value in edit_list:
+        head = lines[number].rpartition(" ")[0] or lines[number]
+        if action == "value":
+            lines[number] = f"{head} {value}"
+        elif action == "drop":
+            lines[number] = ""
+        else:
+            extra.append(f"{head} {value}")
+    return "\n".join(lines + extra)
+
+
+def outcome(table: Collected) -> tuple[object, ...]:
+    samples = sorted(table.samples([POD], 1.0), key=lambda sample: sample.uuid)
+    return samples, dict(table.rejected), table.good_lines, table.bad_lines
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=edits, second=edits)
+def test_warm_reader_reads_like_a_fresh_one(
+    first: list[tuple[int, str, str]], second: list[tuple[int, str, str]]
+) -> None:
+    warm = PageReader(EXPORTER_SCHEMA)
+    warm.read(BASE)
+    warm.read(edited(first))
+    page = edited(second)
+    assert outcome(warm.read(page)) == outcome(PageReader(EXPORTER_SCHEMA).read(page))
+
+
+def test_values_change_between_reads_of_the_same_layout() -> None:
+    reader = PageReader(EXPORTER_SCHEMA)
+    before = reader.read(BASE).samples([POD], 1.0)
+    hot = BASE.replace(
+        "meltguard_gpu_temperature_celsius{", "meltguard_gpu_temperature_celsius{", 1
+    )
+    hot = "\n".join(
+        line.rpartition(" ")[0] + " 91.0"
+        if line.startswith("meltguard_gpu_temperature_celsius{")
+        else line
+        for line in hot.split("\n")
+    )
+    after = reader.read(hot).samples([POD], 2.0)
+    assert {s.temperature_celsius for s in before} == {34.0}
+    assert {s.temperature_celsius for s in after} == {91.0}
+    assert {s.sampled_at for s in after} == {2.0}
+    assert [s.throttle_reasons for s in after].count(frozenset({"hw_thermal", "sw_thermal"})) == 1
