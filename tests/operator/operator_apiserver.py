@@ -21,6 +21,8 @@ and replaces only the serving of object reads and writes:
 * ``/scale`` reads and writes an ``autoscaling/v1`` Scale; ``/status`` writes only ``status``,
   and the main resource ignores ``status`` for resources declared with that subresource;
 * ``generateName`` is honoured (kopf posts Events that way);
+* unlike a real server, a create keeps the ``status`` it is given, so a test can build pods
+  and Deployments as the kubelet and controllers would have left them;
 * ``/api/v1/namespaces`` parses (kmock 0.8 fails on it with a ValueError, see
   :func:`_parse_path_with_namespaces`), so kopf can list and watch namespaces.
 

@@ -153,7 +153,8 @@ async def patch_status(client: KubeClient, policy: Mapping[str, Any],
                        status: Mapping[str, Any]) -> None:
     """Make the policy's status exactly ``status``, through the status subresource."""
     meta = policy["metadata"]
-    patch = merge_patch_between(policy.get("status") or {}, status)
+    stored = policy.get("status")
+    patch = merge_patch_between(stored if isinstance(stored, Mapping) else {}, status)
     if patch:
         await client.merge_patch(
             resource_path(POLICY_API_VERSION, POLICY_PLURAL, meta["namespace"], meta["name"],

@@ -127,6 +127,11 @@ async def validate_policy(runtime: Runtime, body: Mapping[str, Any], namespace: 
     runtime.wakeup(namespace, name).set()
 
 
+def backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` consecutive failed ticks."""
+    return ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
+
+
 async def run_policy(runtime: Runtime, namespace: str, name: str, spec: Mapping[str, Any],
                      stopped: kopf.DaemonStopped, logger: KopfLogger) -> None:
     """Tick every ``spec.intervalSeconds`` until the policy is deleted or kopf stops."""
@@ -138,10 +143,15 @@ async def run_policy(runtime: Runtime, namespace: str, name: str, spec: Mapping[
         try:
             outcome = await reconcile(reconciler, namespace, name)
         except ApiError as error:
-            delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
+            delay = backoff(failures)
             failures += 1
             logger.warning("tick failed (%s); state kept in status, retrying in %.0f s",
                            error, delay)
+        except Exception:  # one broken object or bug must not end this policy's loop
+            delay = backoff(failures)
+            failures += 1
+            logger.exception("tick failed unexpectedly; state kept in status, retrying in "
+                             "%.0f s", delay)
         else:
             failures = 0
             delay = interval_of(spec)
