@@ -107,3 +107,18 @@ def test_a_broken_scenario_and_a_bad_seed_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "demand.tiers: " in result.stderr
     assert simulate("--scenario", str(path), "--seed", "-1").returncode == 2
+
+
+def test_an_unwritable_plot_path_is_an_error_not_a_traceback(small_file: Path,
+                                                             tmp_path: Path) -> None:
+    result = simulate("--scenario", str(small_file), "--plot",
+                      str(tmp_path / "no-such-dir" / "surge.png"))
+    assert result.returncode == 1
+    assert "cannot write the plot" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_jobs_below_one_is_refused(small_file: Path) -> None:
+    result = simulate("--scenario", str(small_file), "--jobs", "0")
+    assert result.returncode == 2
+    assert "--jobs" in result.stderr

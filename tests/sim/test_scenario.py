@@ -59,6 +59,7 @@ def test_an_unknown_scenario_name_lists_the_built_in_ones() -> None:
                      "surge": {"tierShares": {"free": 0.5}}}},
          "demand.surge.tierShares", "add up to 1"),
         ({"staticCaps": {"gold": 3}}, "staticCaps.gold", "has no tier"),
+        ({"durationHours": 0.01}, "durationHours", "at least one control tick"),
     ],
 )
 def test_scenario_mistakes_name_the_field(change: dict[str, object], path: str,

@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         print("meltguard simulate: --seed must be 0 or more", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print("meltguard simulate: --jobs must be 1 or more", file=sys.stderr)
+        return 2
     try:
         scenario, policy = load_scenario(args.scenario)
         if args.policy is not None:
@@ -60,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from meltguard.sim.plot import write_plot
 
-        write_plot(comparison, args.plot)
+        try:
+            write_plot(comparison, args.plot)
+        except OSError as error:
+            print(f"meltguard simulate: cannot write the plot {args.plot}: {error}",
+                  file=sys.stderr)
+            return 1
     if args.json:
         json.dump(comparison_json(comparison), sys.stdout, allow_nan=False)
         sys.stdout.write("\n")

@@ -167,6 +167,12 @@ class Scenario(_Part):
     static_caps: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     policy: dict[str, Any]
 
+    @model_validator(mode="after")
+    def _at_least_one_tick(self) -> Scenario:
+        if self.duration_hours * 3600 < self.timing.control_tick_seconds:
+            raise _rule("durationHours", "must last at least one control tick")
+        return self
+
     @property
     def duration_seconds(self) -> int:
         """Simulated seconds, rounded down to whole control ticks."""
