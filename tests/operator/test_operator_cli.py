@@ -20,6 +20,7 @@ from operator_harness import (
     free_port,
     policy,
     server_url,
+    versions,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,6 +29,7 @@ from meltguard.k8s.metrics import METRIC_NAMES
 from meltguard.telemetry.metrics import METRIC_NAMES as TELEMETRY_METRIC_NAMES
 
 NS = "inference"
+PEERINGS = "kopf.dev/v1/kopfpeerings"
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -72,16 +74,17 @@ def served_families(text: str) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-async def test_operator_process_serves_metrics_liveness_and_stops_on_sigterm(
+async def test_operator_process_peers_serves_metrics_liveness_and_stops_on_sigterm(
         api: ApiServer, tmp_path: Path) -> None:
     add_namespaces(api, NS)
+    api.create_object(PEERINGS, {"metadata": {"name": "meltguard", "namespace": NS}})
     api.create_object(POLICIES, policy(NS, "imagegen", "missing-worker"))
     metrics_port, liveness_port = free_port(), free_port()
     env = {"KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", server_url(api))),
            "PATH": "/usr/bin:/bin"}
     process = subprocess.Popen(
         [sys.executable, "-m", "meltguard.cli", "operator", "--namespace", NS,
-         "--metrics-port", str(metrics_port),
+         "--peering", "meltguard", "--priority", "5", "--metrics-port", str(metrics_port),
          "--liveness", f"http://127.0.0.1:{liveness_port}/healthz"], env=env)
     try:
         await eventually(lambda: condition_of(api, NS, "imagegen", "Ready").get("reason")
@@ -97,6 +100,9 @@ async def test_operator_process_serves_metrics_liveness_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 30)
         assert code == 0
+        peers = [peer for version in versions(api, PEERINGS, NS, "meltguard")
+                 for peer in (version.get("status") or {}).values() if peer]
+        assert peers and all(peer["priority"] == 5 for peer in peers)
     finally:
         if process.poll() is None:
             process.kill()

@@ -25,18 +25,6 @@ class OperatorOptions:
     verbose: bool = False
 
 
-def operator_settings(options: OperatorOptions) -> kopf.OperatorSettings:
-    """kopf settings: meltguard's prefix and finalizer, and peering when asked for."""
-    settings = kopf.OperatorSettings()
-    configure_settings(settings)
-    if options.peering_name:
-        settings.peering.name = options.peering_name
-        settings.peering.priority = options.priority
-        settings.peering.mandatory = True
-        settings.peering.clusterwide = not options.namespaces
-    return settings
-
-
 def serve(options: OperatorOptions) -> int:
     """Serve metrics and run kopf until it is told to stop (SIGTERM/SIGINT)."""
     logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO,
@@ -46,9 +34,13 @@ def serve(options: OperatorOptions) -> int:
     if options.metrics_port:
         prometheus_client.start_http_server(options.metrics_port)
     runtime = Runtime(login=default_login, telemetry=telemetry_sources, metrics=metrics)
+    settings = kopf.OperatorSettings()
+    configure_settings(settings)
+    # kopf maps these onto settings.peering: a named peering is mandatory (its KopfPeering, or
+    # ClusterKopfPeering with --all-namespaces, must exist); the top priority replica is active.
     kopf.run(
         registry=build_registry(runtime),
-        settings=operator_settings(options),
+        settings=settings,
         standalone=options.peering_name is None,
         peering_name=options.peering_name,
         priority=options.priority,
