@@ -68,7 +68,7 @@ class StrategyRun:
     gpu_hours: float = 0.0
     optimum_share: float = 0.0
     series: dict[str, list[float | None]] = field(default_factory=dict)
-    phases: list[str] = field(default_factory=list)
+    phases: list[str | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

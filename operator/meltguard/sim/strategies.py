@@ -31,11 +31,11 @@ from meltguard.sim.fleet import SimulatedFleet
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """What a strategy wants after one tick: replicas, limits in force, and its phase."""
+    """What a strategy wants after one tick: replicas, limits in force, its phase (if any)."""
 
     replicas: int
     limits: dict[str, int | None]
-    phase: str = ""
+    phase: str | None = None
 
 
 class Strategy(Protocol):
