@@ -1,14 +1,16 @@
 """The simulation loop: the same users, the same fleet, one strategy at a time.
 
-Time steps (the choice that keeps 24 hours x 1,000 GPUs x 3 strategies under 10 seconds):
-demand, queue and heat advance every ``physicsStepSeconds`` (15 s in the built-in scenario),
-and strategies decide every ``controlTickSeconds`` (60 s). The control tick is coarser than a
-real operator's ``intervalSeconds`` (5 s) because the meltguard strategy builds one
-:class:`~meltguard.core.observation.GpuSample` per allocated GPU and runs ``decide()`` over
-them, about 5 us per GPU per tick: 1,440 ticks x 1,000 GPUs is ~7 s at most. Time-based rules
-of the policy (``sustainSeconds``, ``graceSeconds``, tighten and relax intervals, HPA
-windows) are evaluated on the ticks, so they round up to whole ticks. Temperatures step
-exactly (exponential update), so a coarser physics step loses no thermal accuracy.
+Time steps (the choice that keeps 24 hours x 1,000 GPUs x 3 strategies under 10 seconds on
+two cores): demand, queue and heat advance every ``physicsStepSeconds`` (30 s in the built-in
+scenario), and strategies decide every ``controlTickSeconds`` (60 s). The control tick is
+coarser than a real operator's ``intervalSeconds`` (5 s) because the meltguard strategy builds
+one :class:`~meltguard.core.observation.GpuSample` per allocated GPU and runs ``decide()`` over
+them: about 3 us to build a sample plus 1-2 us in ``decide()`` per GPU and tick, so 1,440
+ticks x 1,000 GPUs cost ~5-7 s at worst; it runs in its own process beside the two baselines
+(:mod:`meltguard.sim.compare`). Time-based rules of the policy (``sustainSeconds``,
+``graceSeconds``, tighten and relax intervals, HPA windows) are evaluated on the ticks, so they
+round up to whole ticks. Temperatures step exactly (exponential update) and queue waits are
+interpolated within a step, so the coarse physics step loses little accuracy.
 
 Figures (all strategies measured the same way):
 
