@@ -17,20 +17,16 @@ quantity of :data:`COLUMNS`, so checks run per column and samples are built per 
 :class:`PageReader` reads successive pages of one endpoint fast. It learns a page once
 through the strict :func:`~.textformat.parse_line`, remembering for every line head
 (``name{labels}``) which cell of the table that line fills. While the endpoint keeps
-serving the same series (the normal case: only values change), a read is a handful of
-C-level passes (split, lookups, ``float``, placement by ``itemgetter``); a bad value or a
-repeated series sends that page through a line-by-line pass that counts it, and any
-unknown head makes the reader learn the page anew.
+serving the same series (the normal case: only values change), a read costs one split,
+one dict lookup and one ``float`` per line; any unknown head makes it learn the page anew.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import itemgetter
 from typing import cast
 
 from meltguard.core.observation import GpuSample
@@ -71,6 +67,7 @@ COLUMNS = (
 )
 WIDTH = len(COLUMNS)
 _UP = COLUMNS.index("up")
+_NO_REASONS: frozenset[str] = frozenset()
 _BOUNDS = tuple(PLAUSIBLE.get(column, (0.0, 1.0)) for column in COLUMNS)
 
 
@@ -295,7 +292,7 @@ def _sample(
         slowdown_temperature_celsius=slowdown,
         power_watts=power,
         power_limit_watts=limit,
-        throttle_reasons=frozenset(reasons),
+        throttle_reasons=frozenset(reasons) if reasons else _NO_REASONS,
         model=gpu.model,
         up=ok,
     )
@@ -352,32 +349,6 @@ def collect_series(
 _UNKNOWN: Cell = -1
 
 
-@dataclass(frozen=True, slots=True)
-class _Gather:
-    """How to lift a known page's values into its table in bulk, with C-speed itemgetters.
-
-    Valid while a page's lines map to exactly the cells of ``found`` (same series, same order).
-    """
-
-    found: list[Cell | None]
-    value_lines: Callable[[list[tuple[str, str, str]]], tuple[tuple[str, str, str], ...]]
-    placement: Callable[[list[float | None]], tuple[float | None, ...]]
-    reason_lines: tuple[int, ...]
-
-
-def _gather_for(found: list[Cell | None], table_size: int) -> _Gather | None:
-    """The bulk plan for a page layout; None where it cannot apply (repeated cells)."""
-    value_lines = [line for line, cell in enumerate(found) if type(cell) is int]
-    cells = cast(list[int], [found[line] for line in value_lines])
-    if len(value_lines) < 2 or table_size < 2 or len(set(cells)) != len(cells):
-        return None
-    placement = [len(cells)] * table_size  # index of the None appended to the values
-    for position, cell in enumerate(cells):
-        placement[cell] = position
-    reason_lines = tuple(line for line, cell in enumerate(found) if type(cell) is tuple)
-    return _Gather(found, itemgetter(*value_lines), itemgetter(*placement), reason_lines)
-
-
 class PageReader:
     """Reads successive pages of one endpoint, remembering which cell each line head fills."""
 
@@ -385,49 +356,35 @@ class PageReader:
         self.schema = schema
         self._cells: dict[str, Cell | None] = {}
         self._identities: list[GpuIdentity] = []
-        self._gather: _Gather | None = None
 
     def read(self, text: str) -> Collected:
         lines = text.split("\n")
         if "" in lines:
             lines = [line for line in lines if line]
-        parts = list(map(str.rpartition, lines, repeat(" ")))
-        found = list(map(self._cells.get, map(itemgetter(0), parts), repeat(_UNKNOWN)))
-        if _UNKNOWN in found:
-            return self._learn(lines)
-        return self._in_bulk(parts, found) or self._line_by_line(parts, found)
+        return self._read_known(lines) or self._learn(lines)
 
-    def _in_bulk(
-        self, parts: list[tuple[str, str, str]], found: list[Cell | None]
-    ) -> Collected | None:
-        """The fast path: every value converted and placed by C loops; None to go line by line."""
-        gather = self._gather
-        if gather is None or gather.found != found:
-            gather = self._gather = _gather_for(found, len(self._identities) * WIDTH)
-            if gather is None:
-                return None
-        texts = list(map(itemgetter(2), gather.value_lines(parts)))
-        try:
-            if "_" in "".join(texts):  # float() accepts digit separators, the format does not
-                return None
-            numbers: list[float | None] = list(map(float, texts))
-        except ValueError:
-            return None  # some value is bad: the line-by-line path counts it
-        numbers.append(None)
+    def _read_known(self, lines: list[str]) -> Collected | None:
+        """The fast path; None as soon as a line head is new (the page must be learnt)."""
+        cells = self._cells
         collected = Collected(self.schema, self._identities)
-        collected.values = list(gather.placement(numbers))
-        collected.good_lines = len(texts)
-        for line in gather.reason_lines:
-            self._add_line(collected, parts[line][2], cast(Cell, found[line]))
-        return collected
-
-    def _line_by_line(
-        self, parts: list[tuple[str, str, str]], found: list[Cell | None]
-    ) -> Collected:
-        collected = Collected(self.schema, self._identities)
-        for (_, _, text), cell in zip(parts, found, strict=True):
-            if cell is not None:
-                self._add_line(collected, text, cell)
+        values, duplicates = collected.values, collected.duplicates
+        good = 0
+        for line in lines:
+            head, _, text = line.rpartition(" ")
+            cell = cells.get(head, _UNKNOWN)
+            if cell is None:
+                continue
+            if cell is _UNKNOWN:
+                return None
+            if type(cell) is int and values[cell] is None and not duplicates and "_" not in text:
+                try:
+                    values[cell] = float(text)
+                    good += 1
+                    continue
+                except ValueError:
+                    pass
+            self._add_line(collected, text, cell)
+        collected.good_lines += good
         return collected
 
     @staticmethod
@@ -465,5 +422,5 @@ class PageReader:
                     cells[head] = cell
                 if cell is not None:
                     collected.add(cell, parsed.value)
-        self._cells, self._identities, self._gather = cells, layout.identities, None
+        self._cells, self._identities = cells, layout.identities
         return collected
