@@ -20,9 +20,6 @@ from meltguard.sim.engine import Progress, SharedInputs, StrategyRun, optimum_im
 from meltguard.sim.scenario import Scenario
 from meltguard.sim.strategies import HpaStrategy, MeltguardStrategy, Strategy
 
-#: The order strategies appear in, cheapest (the hand-made cut) to meltguard.
-STRATEGY_NAMES = ("static-cap", "hpa-only", "meltguard")
-
 
 @dataclass(frozen=True, slots=True)
 class Comparison:

@@ -37,8 +37,8 @@ from meltguard.sim.scenario import Scenario
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-#: Stand-in limit for unlimited tiers: above any bucket index.
-_NO_LIMIT = np.iinfo(np.int64).max
+#: Limit value meaning "no limit" in the arrays of limits: above any bucket index.
+UNLIMITED = np.iinfo(np.int64).max
 
 
 def session_rates(scenario: Scenario, tier_names: list[str], times: FloatArray) -> FloatArray:
@@ -102,25 +102,18 @@ class UserPopulation:
         step = scenario.timing.physics_step_seconds
         sizes = [1 if tier.unlimited else (tier.limit or 0) + 1 for tier in tiers]
         self._starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        tier_of_bucket = np.repeat(np.arange(len(tiers)), sizes)
-        self._tier_of_bucket = tier_of_bucket
-        self._images_made = np.arange(sum(sizes)) - self._starts[tier_of_bucket]
-        self._baselines = np.array(
-            [_NO_LIMIT if t.unlimited else (t.limit or 0) for t in tiers], dtype=np.int64
+        self._tier_of_bucket = np.repeat(np.arange(len(tiers)), sizes)
+        self._images_made = np.arange(sum(sizes)) - self._starts[self._tier_of_bucket]
+        baselines = limits_array(tiers, {})
+        self._below_baseline = self._images_made < baselines[self._tier_of_bucket]
+        unlimited = np.array([tier.unlimited for tier in tiers])[self._tier_of_bucket]
+        self._after_image = np.where(unlimited, 0, 1) + np.arange(sum(sizes))
+        self._ask, self._keep_going, self._retry = (
+            np.array(values)[self._tier_of_bucket] for values in _behaviour(scenario, tiers, step)
         )
+        self._windows = [(int(start), size, max(1, tier.window_seconds // step))
+                         for start, size, tier in zip(self._starts, sizes, tiers, strict=True)]
         self._active = np.zeros(sum(sizes), dtype=np.int64)
-        behaviour = [scenario.demand.tiers.get(t.name) for t in tiers]
-        ask = [1 - math.exp(-step / b.think_seconds) if b else 0.0 for b in behaviour]
-        keep_going = [1 - 1 / b.images_per_session if b else 0.0 for b in behaviour]
-        retry = [1 - b.give_up_probability if b else 0.0 for b in behaviour]
-        self._ask = np.array(ask)[tier_of_bucket]
-        self._keep_going = np.array(keep_going)[tier_of_bucket]
-        self._retry = np.array(retry)[tier_of_bucket]
-        unlimited = np.array([t.unlimited for t in tiers])[tier_of_bucket]
-        indices = np.arange(sum(sizes))
-        self._after_image = np.where(unlimited, indices, indices + 1)
-        self._window_steps = [max(1, t.window_seconds // step) for t in tiers]
-        self._sizes = sizes
         self._step_index = 0
 
     def step(self, arrivals: IntArray, limits: IntArray) -> QuotaOutcome:
@@ -131,8 +124,7 @@ class UserPopulation:
         allowed = self._images_made < limits[self._tier_of_bucket]
         admitted = np.where(allowed, asking, 0)
         refused = asking - admitted
-        below_baseline = self._images_made < self._baselines[self._tier_of_bucket]
-        shed = np.where(below_baseline, refused, 0)
+        shed = np.where(self._below_baseline, refused, 0)
         self._active -= asking
         self._active[self._after_image] += self._rng.binomial(admitted, self._keep_going)
         self._active += self._rng.binomial(refused, self._retry)
@@ -146,21 +138,21 @@ class UserPopulation:
     def _reset_finished_windows(self) -> None:
         if self._step_index == 0:
             return
-        for start, size, window in zip(self._starts, self._sizes, self._window_steps,
-                                       strict=True):
+        for start, size, window in self._windows:
             if self._step_index % window == 0:
                 in_session = self._active[start:start + size].sum()
                 self._active[start:start + size] = 0
                 self._active[start] = in_session
 
-    @property
-    def in_session(self) -> int:
-        """Users currently in a session, all tiers."""
-        return int(self._active.sum())
 
-
-#: Limit value meaning "no limit" in the array given to :meth:`UserPopulation.step`.
-UNLIMITED = _NO_LIMIT
+def _behaviour(scenario: Scenario, tiers: list[TierSpec], step: int
+               ) -> tuple[list[float], list[float], list[float]]:
+    """Per tier: chance to ask in a step, to want another image, to retry after a refusal."""
+    behaviour = [scenario.demand.tiers.get(tier.name) for tier in tiers]
+    ask = [1 - math.exp(-step / b.think_seconds) if b else 0.0 for b in behaviour]
+    keep_going = [1 - 1 / b.images_per_session if b else 0.0 for b in behaviour]
+    retry = [1 - b.give_up_probability if b else 0.0 for b in behaviour]
+    return ask, keep_going, retry
 
 
 def limits_array(tiers: list[TierSpec], limits: dict[str, int | None]) -> IntArray:

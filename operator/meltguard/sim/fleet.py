@@ -237,11 +237,6 @@ class SimulatedFleet:
         """Whether at least ``melt.fleetFraction`` of the allocated GPUs melt."""
         return self.allocated_gpus > 0 and self.melting_fraction >= self._melt.fleet_fraction
 
-    @property
-    def queued(self) -> float:
-        """Images waiting in the queue."""
-        return float(sum(cohort.waiting.sum() for cohort in self._queue))
-
     def capacity_per_second(self) -> float:
         """Images per second the serving GPUs make at full speed (no throttling)."""
         return self.serving_gpus / self.spec.gpu_seconds_per_image
