@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection
 
 from meltguard.api.models import PolicySpec, TelemetrySpec
 from meltguard.k8s.client import KubeClient
-from meltguard.k8s.world import Pod, endpoint_lister
+from meltguard.k8s.world import NamespacedName, endpoint_lister
 from meltguard.telemetry.sources import (
     ListEndpoints,
     TelemetryReading,
@@ -25,9 +25,9 @@ class TelemetrySources:
                  factory: SourceFactory = create_source) -> None:
         self._list_endpoints = list_endpoints
         self._factory = factory
-        self._sources: dict[Pod, tuple[TelemetrySpec, TelemetrySource]] = {}
+        self._sources: dict[NamespacedName, tuple[TelemetrySpec, TelemetrySource]] = {}
 
-    async def read(self, policy: Pod, spec: PolicySpec, pods: Collection[Pod],
+    async def read(self, policy: NamespacedName, spec: PolicySpec, pods: Collection[NamespacedName],
                    now: float) -> TelemetryReading:
         """Read the GPUs of ``pods`` through the policy's source (never raises for telemetry)."""
         known = self._sources.get(policy)
@@ -37,7 +37,7 @@ class TelemetrySources:
             self._sources[policy] = known
         return await known[1].read(pods, now)
 
-    async def forget(self, policy: Pod) -> None:
+    async def forget(self, policy: NamespacedName) -> None:
         """Close the policy's source (deleted policy, or a new telemetry spec)."""
         known = self._sources.pop(policy, None)
         if known is not None:

@@ -20,8 +20,8 @@ POLICY_API_VERSION = "meltguard.io/v1alpha1"
 POLICY_PLURAL = "imagequotapolicies"
 
 
-Pod = tuple[str, str]
-"""A pod as ``(namespace, name)``, the form the telemetry sources take."""
+NamespacedName = tuple[str, str]
+"""An object (a pod, a policy) as ``(namespace, name)``; the telemetry sources take pods so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +29,13 @@ class Target:
     """The scale target as its scale subresource shows it, plus its pods."""
 
     replicas: int
-    selector: str
     resource_version: str | None
-    pods: frozenset[Pod]
+    pods: frozenset[NamespacedName]
     pending_for_gpu: int
 
 
-ReadTelemetry = Callable[[Pod, PolicySpec, frozenset[Pod], float], Awaitable[TelemetryReading]]
+ReadTelemetry = Callable[[NamespacedName, PolicySpec, frozenset[NamespacedName], float],
+                        Awaitable[TelemetryReading]]
 """``(policy, spec, target pods, now) -> reading``: the policy's telemetry source, read once."""
 
 
@@ -57,7 +57,7 @@ def waits_for_gpu(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-def _pod(pod: Mapping[str, Any]) -> Pod:
+def _pod(pod: Mapping[str, Any]) -> NamespacedName:
     meta = pod.get("metadata") or {}
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
@@ -90,7 +90,6 @@ async def read_target(client: KubeClient, namespace: str, ref: ScaleTargetRef) -
         if selector else []
     return Target(
         replicas=int((scale.get("spec") or {}).get("replicas") or 0),
-        selector=selector,
         resource_version=(scale.get("metadata") or {}).get("resourceVersion"),
         pods=frozenset(_pod(pod) for pod in pods),
         pending_for_gpu=sum(1 for pod in pods if waits_for_gpu(pod)),
