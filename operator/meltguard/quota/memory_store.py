@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from meltguard.quota.store import ConsumeOutcome, Consumption, RefundOutcome, Subject
 from meltguard.quota.windows import Window
 
+K = TypeVar("K")
+V = TypeVar("V")
 _CounterKey = tuple[Subject, Window]
 _RequestKey = tuple[Subject, str]
 
@@ -24,29 +27,42 @@ class _RequestRecord:
     refunded: bool = False
 
 
+class _Expiring(Generic[K, V]):
+    """A dict whose entries vanish at the time given when they were first set.
+
+    A heap of (expiry, sequence, key) finds the expired entries oldest first; the sequence
+    breaks ties so the heap never compares keys. Re-setting a key keeps its first expiry:
+    counters end with their window, request records one window after their first answer.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[K, V] = {}
+        self._expiry: list[tuple[float, int, K]] = []
+        self._sequence = 0
+
+    def set(self, key: K, value: V, expires_at: float) -> None:
+        if key not in self.entries:
+            self._sequence += 1
+            heapq.heappush(self._expiry, (expires_at, self._sequence, key))
+        self.entries[key] = value
+
+    def drop_expired(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            self.entries.pop(heapq.heappop(self._expiry)[2], None)
+
+
 class MemoryStore:
     """A :class:`~meltguard.quota.store.QuotaStore` held in dictionaries."""
 
     def __init__(self) -> None:
-        self._counters: dict[_CounterKey, int] = {}
-        self._requests: dict[_RequestKey, _RequestRecord] = {}
-        self._counter_expiry: list[tuple[float, int, _CounterKey]] = []
-        self._request_expiry: list[tuple[float, int, _RequestKey]] = []
-        self._sequence = 0  # tie-breaker so the heap never compares keys
-
-    def _expire_counter(self, when: float, key: _CounterKey) -> None:
-        self._sequence += 1
-        heapq.heappush(self._counter_expiry, (when, self._sequence, key))
-
-    def _expire_request(self, when: float, key: _RequestKey) -> None:
-        self._sequence += 1
-        heapq.heappush(self._request_expiry, (when, self._sequence, key))
+        self._counter_table: _Expiring[_CounterKey, int] = _Expiring()
+        self._request_table: _Expiring[_RequestKey, _RequestRecord] = _Expiring()
+        self._counters = self._counter_table.entries
+        self._requests = self._request_table.entries
 
     def _drop_expired(self, now: float) -> None:
-        while self._counter_expiry and self._counter_expiry[0][0] <= now:
-            self._counters.pop(heapq.heappop(self._counter_expiry)[2], None)
-        while self._request_expiry and self._request_expiry[0][0] <= now:
-            self._requests.pop(heapq.heappop(self._request_expiry)[2], None)
+        self._counter_table.drop_expired(now)
+        self._request_table.drop_expired(now)
 
     async def consume(self, take: Consumption) -> ConsumeOutcome:
         self._drop_expired(take.now)
@@ -58,13 +74,11 @@ class MemoryStore:
         used = self._counters.get(counter, 0)
         allowed = used + take.cost <= take.limit
         if allowed:
-            if counter not in self._counters:
-                self._expire_counter(take.window.end, counter)
             used += take.cost
-            self._counters[counter] = used
+            self._counter_table.set(counter, used, take.window.end)
         if take.request_id is not None:
-            self._requests[(who, take.request_id)] = _RequestRecord(allowed, take.cost, take.window)
-            self._expire_request(take.now + take.window.seconds, (who, take.request_id))
+            record = _RequestRecord(allowed, take.cost, take.window)
+            self._request_table.set((who, take.request_id), record, take.now + take.window.seconds)
         return ConsumeOutcome(allowed, used)
 
     async def refund(
@@ -84,7 +98,7 @@ class MemoryStore:
         if record.window != window:
             return RefundOutcome("window-ended", used)
         used = max(0, used - record.cost)
-        self._counters[counter] = used
+        self._counter_table.set(counter, used, window.end)
         return RefundOutcome("refunded", used)
 
     async def used(self, who: Subject, window: Window) -> int:
