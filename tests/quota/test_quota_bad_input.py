@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -141,3 +142,20 @@ async def test_every_bad_request_is_refused_by_name_and_counts_nothing(
     metrics = server.service.metrics.registry
     assert metric_total(metrics, "meltguard_quota_decisions_total") == 0
     assert metric_total(metrics, "meltguard_quota_invalid_requests_total") == len(CASES)
+
+
+async def test_a_chunked_body_over_64_kb_is_refused_too(
+    server: QuotaServer, http: aiohttp.ClientSession
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"policy": "inference/imagegen", "tier": "free", "subject": "'
+        for _ in range(70):
+            yield b"x" * 1024
+        yield b'"}'
+
+    async with http.post(
+        f"{server.url}/v1/consume", data=chunks(), headers={"Content-Type": "application/json"}
+    ) as response:
+        assert response.status == 413
+        assert (await response.json())["field"] == "body"
+    assert await counted_keys(server) == 0
