@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image, ImageStat
 
-from tests.sim.conftest import POLICY
+from tests.sim.conftest import POLICY, small_document
 
 
 def simulate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -122,3 +122,15 @@ def test_jobs_below_one_is_refused(small_file: Path) -> None:
     result = simulate("--scenario", str(small_file), "--jobs", "0")
     assert result.returncode == 2
     assert "--jobs" in result.stderr
+
+
+def test_a_fleet_scaled_to_zero_still_gives_valid_json(tmp_path: Path) -> None:
+    document = small_document(fleet={"gpuSupply": 10, "initialReplicas": 0})
+    document["policy"] = copy.deepcopy(POLICY)
+    document["policy"]["spec"]["minReplicas"] = 0
+    document["policy"]["spec"]["maxReplicas"] = 1  # mean utilization 0: stays at zero
+    path = tmp_path / "empty.yaml"
+    path.write_text(yaml.safe_dump(document))
+    figures = simulate_json("--scenario", str(path))
+    hottest = figures["strategies"]["hpa-only"]["series"]["maxTemperatureCelsius"]
+    assert None in hottest  # no GPU held: no temperature, and still strict JSON

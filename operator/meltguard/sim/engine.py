@@ -156,14 +156,14 @@ class _Recorder:
                                "failedPerSecond"), self._tick.totals(), strict=True):
             series[key].append(round(total / seconds, 3))
         temperatures = fleet.allocated_temperatures()
-        hottest = float(temperatures.max()) if temperatures.size else float("nan")
-        mean = float(temperatures.mean()) if temperatures.size else float("nan")
+        hottest = round(float(temperatures.max()), 2) if temperatures.size else None
+        mean = round(float(temperatures.mean()), 2) if temperatures.size else None
         series["capacityPerSecond"].append(round(fleet.capacity_per_second(), 3))
         series["replicas"].append(len(fleet.replicas))
         series["desiredReplicas"].append(fleet.desired)
         series["pendingReplicas"].append(fleet.pending)
-        series["meanTemperatureCelsius"].append(round(mean, 2))
-        series["maxTemperatureCelsius"].append(round(hottest, 2))
+        series["meanTemperatureCelsius"].append(mean)
+        series["maxTemperatureCelsius"].append(hottest)
         series["meltingFraction"].append(round(fleet.melting_fraction, 4))
         first = self._tiers[0].name
         series["firstTierLimit"].append(_limit_value(control.limits.get(first)))
