@@ -217,7 +217,7 @@ class Scraper:
         self,
         path: str = "/metrics",
         timeout: float = 2.0,
-        concurrency: int = 128,
+        concurrency: int = 256,
         max_bytes: int = MAX_PAGE_BYTES,
     ) -> None:
         self.path = path
