@@ -144,31 +144,28 @@ async def closed_loop(port: int, requests: int, concurrency: int) -> Run:
 
 
 async def paced(port: int, requests: int, rate: float, concurrency: int) -> Run:
-    """Open loop: request ``n`` is due at ``n / rate`` seconds; a free connection sends it
-    then (a pool of ``4 x concurrency`` connections, so queueing shows up as latency)."""
+    """Offered load: ``concurrency`` connections each send at ``rate / concurrency`` per
+    second on a fixed schedule (request ``k`` of a connection is due at ``k x concurrency /
+    rate``, staggered); a late answer makes the next send late, which shows as a lower rate."""
     latencies: list[float] = []
-    idle: asyncio.Queue[Connection] = asyncio.Queue()
-    for _ in range(4 * concurrency):
-        idle.put_nowait(await Connection.open(port))
     failures = 0
-
-    async def send(n: int) -> None:
-        nonlocal failures
-        connection = await idle.get()
-        failures += not await _one(connection, n, latencies)
-        idle.put_nowait(connection)
-
+    interval = concurrency / rate
+    connections = [await Connection.open(port) for _ in range(concurrency)]
     started = time.perf_counter()
-    tasks = []
-    for n in range(requests):
-        delay = started + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(n)))
-    await asyncio.gather(*tasks)
+
+    async def worker(index: int, connection: Connection) -> None:
+        nonlocal failures
+        for k in range(index, requests, concurrency):
+            due = started + (k // concurrency) * interval + index * interval / concurrency
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            failures += not await _one(connection, k, latencies)
+
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(connections)))
     elapsed = time.perf_counter() - started
-    while not idle.empty():
-        idle.get_nowait().close()
+    for connection in connections:
+        connection.close()
     return _summary(latencies, elapsed, failures)
 
 
