@@ -105,6 +105,7 @@ class QuotaService:
         self.metrics = metrics
         self.on_store_error = on_store_error
         self.clock = clock
+        self._store_working = True
         metrics.fail_open.set(1 if on_store_error == "open" else 0)
         metrics.set_limits(registry.table.limited_tiers())
         registry.on_change = self.limits_changed
@@ -114,9 +115,24 @@ class QuotaService:
         self.metrics.set_limits(table.limited_tiers())
 
     def _store_failed(self, operation: str, error: StoreUnavailable) -> None:
-        log.warning("quota store failed during %s: %s", operation, error)
+        """Count every failure; log only the change from working to failing (an outage
+        under load would otherwise write one line per request)."""
+        if self._store_working:
+            log.error(
+                "quota store failed during %s: %s; answering with --on-store-error %s",
+                operation,
+                error,
+                self.on_store_error,
+            )
+        self._store_working = False
         self.metrics.store_errors.labels(operation).inc()
         self.metrics.store_up.set(0)
+
+    def _store_answered(self) -> None:
+        if not self._store_working:
+            log.warning("quota store answers again")
+            self._store_working = True
+            self.metrics.store_up.set(1)
 
     async def consume(self, request: ConsumeRequest) -> QuotaAnswer:
         """Take ``request.cost`` units of the subject's current window if the limit allows."""
@@ -137,7 +153,7 @@ class QuotaService:
             allowed = self.on_store_error == "open"
             self._count(request, "fail_open" if allowed else "fail_closed")
             return QuotaAnswer(request.policy, tier, allowed=allowed, degraded=True)
-        self.metrics.store_up.set(1)
+        self._store_answered()
         self._count(request, "allowed" if outcome.allowed else "denied")
         return QuotaAnswer(
             request.policy,
@@ -164,7 +180,7 @@ class QuotaService:
         except StoreUnavailable as error:
             self._store_failed("refund", error)
             raise
-        self.metrics.store_up.set(1)
+        self._store_answered()
         self.metrics.refunds.labels(request.policy, request.tier, outcome.reason).inc()
         return RefundAnswer(
             outcome.reason,
@@ -187,7 +203,7 @@ class QuotaService:
         except StoreUnavailable as error:
             self._store_failed("peek", error)
             raise
-        self.metrics.store_up.set(1)
+        self._store_answered()
         return QuotaAnswer(request.policy, tier, used=used, reset_seconds=window.reset_seconds(now))
 
     async def readiness(self, timeout_seconds: float = 1.0) -> Readiness:
@@ -200,7 +216,7 @@ class QuotaService:
             error = str(failure) or "store ping timed out"
             self._store_failed("ping", StoreUnavailable(error))
         else:
-            self.metrics.store_up.set(1)
+            self._store_answered()
         reachable = error is None
         ready = limits_loaded and (reachable or self.on_store_error == "open")
         return Readiness(ready, limits_loaded, reachable, self.on_store_error, error)
