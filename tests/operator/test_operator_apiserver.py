@@ -181,6 +181,18 @@ async def test_watch_without_a_resource_version_replays_then_loses_nothing(
     assert await asyncio.wait_for(watching, 5) == [("ADDED", "old"), ("ADDED", "new")]
 
 
+async def test_watch_loses_nothing_created_while_it_replays(api: ApiServer) -> None:
+    for index in range(20):
+        api.create_object(DEPLOYMENTS, deployment(f"old-{index}"))
+    watching = asyncio.create_task(_watch(api, {}, 40))
+    for index in range(20):
+        await asyncio.sleep(0.001)  # interleave with the replay being streamed
+        api.create_object(DEPLOYMENTS, deployment(f"new-{index}"))
+    seen = await asyncio.wait_for(watching, 5)
+    names = [name for _, name in seen]
+    assert sorted(names) == sorted([f"{age}-{i}" for age in ("old", "new") for i in range(20)])
+
+
 async def test_watch_changes_made_before_the_watch_started_are_streamed(api: ApiServer) -> None:
     api.create_object(DEPLOYMENTS, deployment("a"))
     since = str(api.resource_version)

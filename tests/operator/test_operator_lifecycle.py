@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from operator_apiserver import ApiServer
 from operator_harness import (
     DEPLOYMENTS,
@@ -16,6 +17,8 @@ from operator_harness import (
     policy,
 )
 from prometheus_client import generate_latest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 NS = "inference"
 

@@ -40,6 +40,8 @@ VERSION = "v1alpha1"
 ANNOTATION_PREFIX = "meltguard.io"
 FINALIZER = "meltguard.io/finalizer"
 DEFAULT_INTERVAL_SECONDS = 5.0
+#: How long a stopping policy loop may take to finish its tick, then to react to cancellation.
+DAEMON_STOP_GRACE_SECONDS = 10.0
 #: Waits after consecutive failed ticks (API errors), in seconds; the last one repeats.
 ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -135,6 +137,18 @@ def backoff(failures: int) -> float:
 async def run_policy(runtime: Runtime, namespace: str, name: str, spec: Mapping[str, Any],
                      stopped: kopf.DaemonStopped, logger: KopfLogger) -> None:
     """Tick every ``spec.intervalSeconds`` until the policy is deleted or kopf stops."""
+    try:
+        await _tick_until_stopped(runtime, namespace, name, spec, stopped, logger)
+    finally:  # also when kopf cancels a daemon that did not stop in time
+        runtime.wakeups.pop((namespace, name), None)
+        runtime.metrics.forget(namespace, name)
+        if runtime.sources is not None:
+            await runtime.sources.forget((namespace, name))
+
+
+async def _tick_until_stopped(runtime: Runtime, namespace: str, name: str,
+                              spec: Mapping[str, Any], stopped: kopf.DaemonStopped,
+                              logger: KopfLogger) -> None:
     wakeup = runtime.wakeup(namespace, name)
     failures = 0
     while not stopped:
@@ -158,10 +172,6 @@ async def run_policy(runtime: Runtime, namespace: str, name: str, spec: Mapping[
             if outcome is Outcome.GONE:
                 break
         await _sleep(stopped, wakeup, delay)
-    runtime.wakeups.pop((namespace, name), None)
-    runtime.metrics.forget(namespace, name)
-    if runtime.sources is not None:
-        await runtime.sources.forget((namespace, name))
 
 
 async def _sleep(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, seconds: float) -> None:
@@ -206,7 +216,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                       logger: KopfLogger, **_: Any) -> None:
         await validate_policy(runtime, body, namespaced(namespace), name, logger)
 
-    @kopf.daemon(GROUP, VERSION, POLICY_PLURAL, registry=registry, cancellation_timeout=10.0)
+    # On deletion or shutdown the loop is asked to stop and may finish its tick (backoff);
+    # only then is it cancelled, and cancelled ones still clean up.
+    @kopf.daemon(GROUP, VERSION, POLICY_PLURAL, registry=registry,
+                 cancellation_backoff=DAEMON_STOP_GRACE_SECONDS,
+                 cancellation_timeout=DAEMON_STOP_GRACE_SECONDS)
     async def policy_loop(namespace: str | None, name: str, spec: kopf.Spec,
                           stopped: kopf.DaemonStopped, logger: KopfLogger,
                           **_: Any) -> None:
