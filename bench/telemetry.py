@@ -29,6 +29,7 @@ import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from multiprocessing.connection import Connection
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -47,28 +48,45 @@ NOW = 1_750_000_000.0
 NAMESPACE = "inference"
 
 
-def render_pages(exporters: int, gpus: int, seed: int = 11) -> tuple[list[bytes], set[tuple[str, str]]]:
+def render_pages(
+    exporters: int, gpus: int, seed: int = 11
+) -> tuple[list[bytes], set[tuple[str, str]]]:
     """Exporter pages as ``meltguard exporter --simulate`` renders them, and the pods they name."""
     rng = random.Random(seed)
-    pages, pods = [], set()
+    pages: list[bytes] = []
+    pods: set[tuple[str, str]] = set()
     for number in range(exporters):
         node = f"gpu-node-{number:04d}"
         backend = SimulatedBackend(gpus, node)
         for index in range(gpus):
             if rng.random() < 0.2:
                 reasons = frozenset({"hw_thermal"}) if rng.random() < 0.3 else frozenset()
-                backend.apply(FireDrill(gpus=(index,), utilization=round(rng.uniform(0.9, 1.0), 3),
-                                        temperature_celsius=rng.randint(84, 93), throttle_reasons=reasons))
+                backend.apply(
+                    FireDrill(
+                        gpus=(index,),
+                        utilization=round(rng.uniform(0.9, 1.0), 3),
+                        temperature_celsius=rng.randint(84, 93),
+                        throttle_reasons=reasons,
+                    )
+                )
             else:
-                backend.apply(FireDrill(gpus=(index,), utilization=round(rng.uniform(0.3, 0.8), 3),
-                                        temperature_celsius=rng.randint(50, 75), memory_used_ratio=0.7))
-        owners = [PodRef(NAMESPACE, f"imagegen-worker-6d5f7c9b8-{number:04d}{i}", "worker")
-                  for i in range(gpus)]
+                backend.apply(
+                    FireDrill(
+                        gpus=(index,),
+                        utilization=round(rng.uniform(0.3, 0.8), 3),
+                        temperature_celsius=rng.randint(50, 75),
+                        memory_used_ratio=0.7,
+                    )
+                )
+        owners = [
+            PodRef(NAMESPACE, f"imagegen-worker-6d5f7c9b8-{number:04d}{i}", "worker")
+            for i in range(gpus)
+        ]
         pods.update((owner.namespace, owner.pod) for owner in owners)
         sampler = Sampler(backend, RoundRobinAttribution(owners))
         sampler.sample_once()
         registry = CollectorRegistry()
-        registry.register(GpuCollector(lambda s=sampler: s.snapshot, node))
+        registry.register(GpuCollector(partial(getattr, sampler, "snapshot"), node))
         pages.append(generate_latest(registry))
     return pages, pods
 
@@ -95,9 +113,11 @@ def _serve(pages: list[bytes], ready: Connection) -> None:
         loop = asyncio.get_running_loop()
         ports = []
         for page in pages:
-            head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(page))
-            server = await loop.create_server(lambda r=head + page: _PageProtocol(r), "127.0.0.1", 0)
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(page)
+            )
+            server = await loop.create_server(partial(_PageProtocol, head + page), "127.0.0.1", 0)
             ports.append(server.sockets[0].getsockname()[1])
         ready.send(ports)
         await asyncio.Event().wait()
@@ -105,9 +125,12 @@ def _serve(pages: list[bytes], ready: Connection) -> None:
     asyncio.run(main())
 
 
-def start_servers(pages: list[bytes], servers: int) -> tuple[list[str], list[multiprocessing.Process]]:
+def start_servers(
+    pages: list[bytes], servers: int
+) -> tuple[list[str], list[multiprocessing.process.BaseProcess]]:
     context = multiprocessing.get_context("fork")
-    endpoints, processes = [], []
+    endpoints: list[str] = []
+    processes: list[multiprocessing.process.BaseProcess] = []
     for share in range(servers):
         receive, send = context.Pipe(duplex=False)
         process = context.Process(target=_serve, args=(pages[share::servers], send), daemon=True)
@@ -142,10 +165,14 @@ async def measure_ingest(endpoints: list[str], pods: set[tuple[str, str]], runs:
         warm, cpu = await timed_runs(lambda: source.read(pods, NOW), runs)
     finally:
         await source.close()
-    print(f"ingest of {len(reading.samples):,} GPUs from {len(endpoints):,} exporters "
-          f"(scrape + parse + attribution), {runs} runs:")
-    print(f"  wall median {statistics.median(warm) * 1000:7.1f} ms (min {min(warm) * 1000:.1f}, "
-          f"max {max(warm) * 1000:.1f})   target <= 250 ms")
+    print(
+        f"ingest of {len(reading.samples):,} GPUs from {len(endpoints):,} exporters "
+        f"(scrape + parse + attribution), {runs} runs:"
+    )
+    print(
+        f"  wall median {statistics.median(warm) * 1000:7.1f} ms (min {min(warm) * 1000:.1f}, "
+        f"max {max(warm) * 1000:.1f})   target <= 250 ms"
+    )
     print(f"  CPU of the ingesting process, median {statistics.median(cpu) * 1000:7.1f} ms")
     print(f"  first ingest (new connections, every line new) {cold[0] * 1000:7.1f} ms")
 
@@ -155,6 +182,7 @@ async def measure_aiohttp_fetch(endpoints: list[str], runs: int) -> None:
 
     connector = aiohttp.TCPConnector(limit=128)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def fetch(endpoint: str) -> bytes:
             async with session.get(f"http://{endpoint}/metrics") as response:
                 return await response.read()
@@ -169,18 +197,22 @@ async def measure_aiohttp_fetch(endpoints: list[str], runs: int) -> None:
         ours_wall, ours_cpu = await timed_runs(lambda: scraper.fetch_all(endpoints), runs)
         await scraper.close()
     print("fetch only (no parsing), wall / CPU medians:")
-    print(f"  meltguard Scraper {statistics.median(ours_wall) * 1000:7.1f} ms / "
-          f"{statistics.median(ours_cpu) * 1000:7.1f} ms")
-    print(f"  aiohttp client    {statistics.median(aiohttp_wall) * 1000:7.1f} ms / "
-          f"{statistics.median(aiohttp_cpu) * 1000:7.1f} ms")
+    print(
+        f"  meltguard Scraper {statistics.median(ours_wall) * 1000:7.1f} ms / "
+        f"{statistics.median(ours_cpu) * 1000:7.1f} ms"
+    )
+    print(
+        f"  aiohttp client    {statistics.median(aiohttp_wall) * 1000:7.1f} ms / "
+        f"{statistics.median(aiohttp_cpu) * 1000:7.1f} ms"
+    )
 
 
 def measure_parse(pages: list[bytes], pods: set[tuple[str, str]], runs: int) -> None:
     texts = [page.decode() for page in pages]
-    readers = [PageReader(EXPORTER_SCHEMA) for _ in texts]
+    readers = [PageReader(EXPORTER_SCHEMA) for _ in pages]
 
     def ours() -> int:
-        tables = [reader.read(text) for reader, text in zip(readers, texts, strict=True)]
+        tables = [reader.read(page) for reader, page in zip(readers, pages, strict=True)]
         return len(Collected.merge(EXPORTER_SCHEMA, tables).samples(pods, NOW))
 
     start = time.perf_counter()
@@ -197,10 +229,15 @@ def measure_parse(pages: list[bytes], pods: set[tuple[str, str]], runs: int) -> 
     theirs = time.perf_counter() - start
     assert reference == samples, (reference, samples)
     print(f"parse rate over {samples:,} samples ({sum(map(len, pages)) / 1e6:.1f} MB):")
-    print(f"  meltguard PageReader + checks + samples {samples / statistics.median(warm):12,.0f} samples/s "
-          f"(first read of each page: {samples / cold:,.0f}/s)")
-    print(f"  prometheus_client parser only           {samples / theirs:12,.0f} samples/s "
-          "(text_string_to_metric_families)")
+    rate = samples / statistics.median(warm)
+    print(
+        f"  meltguard PageReader + checks + samples {rate:12,.0f} samples/s "
+        f"(first read of each page: {samples / cold:,.0f}/s)"
+    )
+    print(
+        f"  prometheus_client parser only           {samples / theirs:12,.0f} samples/s "
+        "(text_string_to_metric_families)"
+    )
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ SAMPLE_LINES = [n for n, line in enumerate(BASE.split("\n")) if line and line[0]
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["0", "1", "0.5", "NaN", "+Inf", "-1", "400", "7", "1_0", "x", ""]),
+    st.sampled_from(
+        ["0", "1", "0.5", "NaN", "+Inf", "-1", "400", "7", "1_0", "x", "", "\u0661", "5\t"]
+    ),
 )
 edits = st.lists(
     st.tuples(st.sampled_from(SAMPLE_LINES), st.sampled_from(["value", "drop", "repeat"]), values),
@@ -61,15 +63,15 @@ def test_warm_reader_reads_like_a_fresh_one(
     first: list[tuple[int, str, str]], second: list[tuple[int, str, str]]
 ) -> None:
     warm = PageReader(EXPORTER_SCHEMA)
-    warm.read(BASE)
-    warm.read(edited(first))
-    page = edited(second)
+    warm.read(BASE.encode())
+    warm.read(edited(first).encode())
+    page = edited(second).encode()
     assert outcome(warm.read(page)) == outcome(PageReader(EXPORTER_SCHEMA).read(page))
 
 
 def test_values_change_between_reads_of_the_same_layout() -> None:
     reader = PageReader(EXPORTER_SCHEMA)
-    before = reader.read(BASE).samples([POD], 1.0)
+    before = reader.read(BASE.encode()).samples([POD], 1.0)
     hot = BASE.replace(
         "meltguard_gpu_temperature_celsius{", "meltguard_gpu_temperature_celsius{", 1
     )
@@ -79,7 +81,7 @@ def test_values_change_between_reads_of_the_same_layout() -> None:
         else line
         for line in hot.split("\n")
     )
-    after = reader.read(hot).samples([POD], 2.0)
+    after = reader.read(hot.encode()).samples([POD], 2.0)
     assert {s.temperature_celsius for s in before} == {34.0}
     assert {s.temperature_celsius for s in after} == {91.0}
     assert {s.sampled_at for s in after} == {2.0}

@@ -32,7 +32,7 @@ from typing import cast
 from meltguard.core.observation import GpuSample
 from meltguard.telemetry.devices import throttle_reasons
 from meltguard.telemetry.metrics import GPU_GAUGES, GPU_THROTTLED, GPU_UP
-from meltguard.telemetry.textformat import LineError, parse_line
+from meltguard.telemetry.textformat import LineError, parse_line, parse_value
 
 MIB = 1024.0 * 1024.0
 _MAX_BYTES = float(2**50)
@@ -350,33 +350,37 @@ _UNKNOWN: Cell = -1
 
 
 class PageReader:
-    """Reads successive pages of one endpoint, remembering which cell each line head fills."""
+    """Reads successive pages of one endpoint, remembering which cell each line head fills.
+
+    Pages are read as bytes: a known line needs no decoding (``float`` takes bytes), and
+    only lines being learnt are decoded (invalid UTF-8 replaced, so it fails as a bad line).
+    """
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._cells: dict[str, Cell | None] = {}
+        self._cells: dict[bytes, Cell | None] = {}
         self._identities: list[GpuIdentity] = []
 
-    def read(self, text: str) -> Collected:
-        lines = text.split("\n")
-        if "" in lines:
+    def read(self, page: bytes) -> Collected:
+        lines = page.split(b"\n")
+        if b"" in lines:
             lines = [line for line in lines if line]
         return self._read_known(lines) or self._learn(lines)
 
-    def _read_known(self, lines: list[str]) -> Collected | None:
+    def _read_known(self, lines: list[bytes]) -> Collected | None:
         """The fast path; None as soon as a line head is new (the page must be learnt)."""
         cells = self._cells
         collected = Collected(self.schema, self._identities)
         values, duplicates = collected.values, collected.duplicates
         good = 0
         for line in lines:
-            head, _, text = line.rpartition(" ")
+            head, _, text = line.rpartition(b" ")
             cell = cells.get(head, _UNKNOWN)
             if cell is None:
                 continue
             if cell is _UNKNOWN:
                 return None
-            if type(cell) is int and values[cell] is None and not duplicates and "_" not in text:
+            if type(cell) is int and values[cell] is None and not duplicates and b"_" not in text:
                 try:
                     values[cell] = float(text)
                     good += 1
@@ -388,11 +392,9 @@ class PageReader:
         return collected
 
     @staticmethod
-    def _add_line(collected: Collected, text: str, cell: Cell) -> None:
+    def _add_line(collected: Collected, text: bytes, cell: Cell) -> None:
         try:
-            if "_" in text:
-                raise ValueError(text)
-            value = float(text)
+            value = parse_value(text.decode("utf-8", errors="replace"))
         except ValueError:
             collected.bad_lines += 1
             collected.rejected["bad_value" if text else "truncated"] += 1
@@ -400,16 +402,16 @@ class PageReader:
         collected.good_lines += 1
         collected.add(cell, value)
 
-    def _learn(self, lines: list[str]) -> Collected:
+    def _learn(self, lines: list[bytes]) -> Collected:
         layout = _Layout(self.schema)
         collected = layout.collected
-        cells: dict[str, Cell | None] = {}
+        cells: dict[bytes, Cell | None] = {}
         label_sets: dict[str, dict[str, str]] = {}
         for line in lines:
-            parsed = parse_line(line, label_sets)
-            head, _, text = line.rpartition(" ")
+            parsed = parse_line(line.decode("utf-8", errors="replace"), label_sets)
+            head, _, text = line.rpartition(b" ")
             if parsed is None:
-                if head.startswith("#"):
+                if head.startswith(b"#"):
                     cells[head] = None
             elif isinstance(parsed, LineError):
                 collected.bad_lines += 1

@@ -154,7 +154,7 @@ class ScrapeSource:
         """One endpoint's table, or why it has none (its lines then count as nothing)."""
         if isinstance(page, ScrapeError):
             return EndpointError(endpoint, page.reason, str(page))
-        table = self._readers[endpoint].read(page.decode("utf-8", errors="replace"))
+        table = self._readers[endpoint].read(page)
         if table.malformed:
             message = f"{endpoint}: not a metrics page ({table.bad_lines} bad lines)"
             return EndpointError(endpoint, "malformed", message)

@@ -55,7 +55,7 @@ def parse_labels(raw: str) -> dict[str, str]:
 
 def parse_value(text: str) -> float:
     """A sample value as Prometheus writes it (``NaN``, ``+Inf`` included); ValueError else."""
-    if "_" in text:  # Python's float() accepts digit separators, the format does not
+    if "_" in text or not text.isascii():  # float() also takes digit separators, other scripts
         raise ValueError(f"bad value {text!r}")
     return float(text)
 
