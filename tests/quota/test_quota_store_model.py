@@ -80,7 +80,7 @@ tick_op = st.tuples(st.just("tick"), st.sampled_from([2.0, 12.0]))
 
 
 def _within_request_lifetime(ops: list[Op]) -> bool:
-    return sum(op[1] for op in ops if op[0] == "tick") < 55
+    return sum(float(op[1]) for op in ops if op[0] == "tick") < 55
 
 
 any_op: st.SearchStrategy[Op] = st.one_of(consume_op, refund_op, tick_op)
