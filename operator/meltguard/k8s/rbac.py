@@ -23,7 +23,8 @@ class ApiCall:
 
 API_CALLS: tuple[ApiCall, ...] = (
     ApiCall("meltguard.io", "imagequotapolicies", ("get", "list", "watch", "patch"),
-            why="watch policies; kopf's finalizer and progress annotations"),
+            why="kopf lists and watches policies and patches its finalizer and annotations; "
+                "each tick reads its policy afresh"),
     ApiCall("meltguard.io", "imagequotapolicies/status", ("patch",),
             why="status subresource: phase, replicas, quotas, conditions"),
     ApiCall("apps", "deployments/scale", ("get", "patch"),
