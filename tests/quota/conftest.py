@@ -151,7 +151,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.kill()
 
 
-def launch_quota_server(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+def launch_quota_server(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``meltguard quota-server ARGS`` on a free 127.0.0.1 port; return it once it answers."""
     port = free_port()
     process = subprocess.Popen(
@@ -165,7 +167,8 @@ def launch_quota_server(*args: str) -> tuple[subprocess.Popen[bytes], str]:
             "--log-level",
             "WARNING",
             *args,
-        ]
+        ],
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20

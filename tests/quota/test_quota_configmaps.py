@@ -7,11 +7,15 @@ watch resume and label selectors made to behave like a real one), reused, not co
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kmock
 import pytest
 from kubernetes import client
@@ -19,7 +23,7 @@ from kubernetes import client
 from meltguard.quota.configmaps import ConfigMapLimitsSource
 from meltguard.quota.limits import LimitsRegistry
 
-from .conftest import POLICY, quotas_json
+from .conftest import POLICY, launch_quota_server, quotas_json
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "operator"))
 from operator_apiserver import ApiServer
@@ -184,3 +188,56 @@ async def test_a_modified_configmap_without_the_label_is_withdrawn() -> None:
     source._apply("MODIFIED", configmap("q", {"quotas.json": quotas_json()}, labelled=False))
     assert registry.sources == frozenset()
     assert results == ["ok"]
+
+
+async def test_the_quota_server_command_follows_configmaps_through_a_kubeconfig(
+    api: ApiServer, tmp_path: Path
+) -> None:
+    api.create_object(CONFIGMAPS, configmap("imagegen-quotas", {"quotas.json": quotas_json()}))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "kmock",
+                "clusters": [{"name": "kmock", "cluster": {"server": str(api.url).rstrip("/")}}],
+                "users": [{"name": "tester", "user": {"token": "unused"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
+            }
+        )
+    )
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    process, url = await asyncio.to_thread(
+        launch_quota_server, "--watch-configmaps", NAMESPACE, env=env
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def free_limit_served() -> object:
+                async with http.get(
+                    f"{url}/v1/quota", params={"policy": POLICY, "tier": "free", "subject": "u"}
+                ) as response:
+                    return (await response.json()).get("limit")
+
+            await eventually_async(free_limit_served, 3)
+            api.patch_object(
+                CONFIGMAPS,
+                NAMESPACE,
+                "imagegen-quotas",
+                {"data": {"quotas.json": quotas_json(free=1)}},
+            )
+            await eventually_async(free_limit_served, 1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 10) == 0
+
+
+async def eventually_async(
+    read: Callable[[], Awaitable[object]], expected: object, timeout: float = 15.0
+) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (value := await read()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"still {value!r}, not {expected!r}"
+        await asyncio.sleep(0.1)
