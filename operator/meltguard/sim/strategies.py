@@ -6,7 +6,9 @@
   its ``status.controller`` form, and the tick's time. Its decision is applied unless the
   policy is paused or in dry-run.
 * ``hpa-only``: a HorizontalPodAutoscaler on mean GPU utilization with the policy's scaling
-  behaviour (:mod:`meltguard.core.replicas`); quota limits stay at their baselines.
+  behaviour (:mod:`meltguard.core.replicas`); quota limits stay at their baselines. It averages
+  the same GPUs the operator sees (loading replicas' GPUs count, idle, as their exporter
+  reports them).
 * ``static-cap``: the same autoscaler, with some tiers' limits fixed by hand all day (the
   story's "free tier cut to 3 images a day").
 """
