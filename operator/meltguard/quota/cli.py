@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -59,18 +58,18 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "store_url": args.store,
-        "limits_path": args.limits,
-        "watch_namespace": args.watch_configmaps,
-        "on_store_error": args.on_store_error,
-        "reload_interval": args.reload_interval,
-        "store_timeout": args.store_timeout,
-    }
+    options = ServerOptions(
+        host=args.host,
+        port=args.port,
+        store_url=args.store,
+        limits_path=args.limits,
+        watch_namespace=args.watch_configmaps,
+        on_store_error=args.on_store_error,
+        reload_interval=args.reload_interval,
+        store_timeout=args.store_timeout,
+    )
     try:
-        asyncio.run(serve(ServerOptions(**options)))
+        asyncio.run(serve(options))
     except ValueError as error:  # bad flag values, named by serve()
         logging.getLogger("meltguard.quota").error("%s", error)
         return 2
