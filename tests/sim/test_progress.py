@@ -12,7 +12,7 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def test_a_terminal_gets_a_bar_that_reaches_the_total() -> None:
+def test_a_terminal_gets_a_bar_of_the_total_steps_cleared_at_the_end() -> None:
     terminal = FakeTerminal()
     with progress_bar(40, terminal) as advance:
         assert advance is not None
@@ -20,7 +20,8 @@ def test_a_terminal_gets_a_bar_that_reaches_the_total() -> None:
             advance(10)
     shown = terminal.getvalue()
     assert "simulating" in shown
-    assert "40/40" in shown
+    assert "/40 [" in shown
+    assert shown.endswith("\r")  # the bar is wiped so the table starts on a clean line
 
 
 def test_a_pipe_or_file_gets_nothing() -> None:
