@@ -123,3 +123,26 @@ def test_a_paused_policy_observes_but_changes_nothing(
     assert set(run.series["desiredReplicas"]) == {scenario.fleet.initial_replicas}
     assert set(run.series["firstTierLimit"]) == {6.0}
     assert "Melting" in run.phases or "Hot" in run.phases  # it saw the surge all the same
+
+
+def test_the_cyclic_collector_is_paused_only_while_simulating(
+    small: tuple[Scenario, ImageQuotaPolicy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    scenario, policy = small
+    seen: list[bool] = []
+    real_run = strategies.MeltguardStrategy.control
+
+    def control(self: strategies.MeltguardStrategy, now: float, fleet: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real_run(self, now, fleet)
+
+    monkeypatch.setattr(strategies.MeltguardStrategy, "control", control)
+    assert gc.isenabled()
+    gc.collect()
+    compare(scenario, policy, seed=1, strategies=[strategies.MeltguardStrategy(policy)])
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    # what the pause let pile up: not even one cyclic object per control tick
+    assert gc.collect() < len(seen)
