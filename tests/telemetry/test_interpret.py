@@ -33,7 +33,11 @@ values = st.one_of(
     ),
 )
 edits = st.lists(
-    st.tuples(st.sampled_from(SAMPLE_LINES), st.sampled_from(["value", "drop", "repeat"]), values),
+    st.tuples(
+        st.sampled_from(SAMPLE_LINES),
+        st.sampled_from(["value", "drop", "repeat", "reason", "relabel"]),
+        values,
+    ),
     max_size=8,
 )
 
@@ -47,13 +51,18 @@ def edited(edit_list: list[tuple[int, str, str]]) -> str:
             lines[number] = f"{head} {value}"
         elif action == "drop":
             lines[number] = ""
-        else:
+        elif action == "repeat":
             extra.append(f"{head} {value}")
+        elif action == "reason" and "{" in head:  # a throttle reason starts on that GPU
+            labels = head[head.index("{") + 1 : head.rindex("}")]
+            extra.append(f'meltguard_gpu_throttled{{{labels},reason="sw_power_cap"}} {value}')
+        elif action == "relabel":  # that series now names another pod
+            lines[number] = lines[number].replace('pod="imagegen-0"', 'pod="imagegen-9"')
     return "\n".join(lines + extra)
 
 
 def outcome(table: Collected) -> tuple[object, ...]:
-    samples = sorted(table.samples([POD], 1.0), key=lambda sample: sample.uuid)
+    samples = sorted(table.samples([POD], 1.0), key=lambda s: (s.uuid, s.pod or ""))
     return samples, dict(table.rejected), table.good_lines, table.bad_lines
 
 

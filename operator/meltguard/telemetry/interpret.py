@@ -299,33 +299,36 @@ def _sample(
 
 
 class _Layout:
-    """Assigns table rows to GPUs (by UUID) and cells to series, while learning a read."""
+    """Assigns table rows to GPUs and cells to series.
+
+    A row belongs to one GPU identity (UUID *and* node, model, namespace, pod labels), so a
+    series always lands in the same row whatever the order of the lines that name it.
+    """
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self.identities: list[GpuIdentity] = []
-        self.collected = Collected(schema, self.identities)
-        self._rows: dict[str, int] = {}
+        self._rows: dict[GpuIdentity, int] = {}
 
-    def cell(self, name: str, labels: Mapping[str, str]) -> Cell | None:
-        """The cell a series fills, or None when it carries nothing the schema knows."""
+    def cell(self, name: str, labels: Mapping[str, str], values: list[float | None]) -> Cell | None:
+        """The cell a series fills (adding a row to ``values`` for a new GPU identity),
+        or None when the series carries nothing the schema knows."""
         schema = self.schema
         uuid = labels.get(schema.uuid_label)
         if not uuid or name not in schema.metric_names:
             return None
-        row = self._rows.get(uuid)
+        identity = GpuIdentity(
+            uuid=uuid,
+            node=labels.get(schema.node_label, ""),
+            model=labels.get(schema.model_label, ""),
+            namespace=labels.get("namespace") or None,
+            pod=labels.get("pod") or None,
+        )
+        row = self._rows.get(identity)
         if row is None:
-            row = self._rows[uuid] = len(self.identities)
-            self.identities.append(
-                GpuIdentity(
-                    uuid=uuid,
-                    node=labels.get(schema.node_label, ""),
-                    model=labels.get(schema.model_label, ""),
-                    namespace=labels.get("namespace") or None,
-                    pod=labels.get("pod") or None,
-                )
-            )
-            self.collected.values.extend([None] * WIDTH)
+            row = self._rows[identity] = len(self.identities)
+            self.identities.append(identity)
+            values.extend([None] * WIDTH)
         column = schema.columns.get(name)
         if column is not None:
             return row * WIDTH + column
@@ -339,11 +342,12 @@ def collect_series(
 ) -> Collected:
     """Collect already-parsed series (the Prometheus API's answers)."""
     layout = _Layout(schema)
+    collected = Collected(schema, layout.identities)
     for name, labels, value in series:
-        cell = layout.cell(name, labels)
+        cell = layout.cell(name, labels, collected.values)
         if cell is not None:
-            layout.collected.add(cell, value)
-    return layout.collected
+            collected.add(cell, value)
+    return collected
 
 
 _UNKNOWN: Cell = -1
@@ -354,12 +358,17 @@ class PageReader:
 
     Pages are read as bytes: a known line needs no decoding (``float`` takes bytes), and
     only lines being learnt are decoded (invalid UTF-8 replaced, so it fails as a bad line).
+    A new line (a throttle reason starting, a GPU moving to another pod) is learnt on its
+    own; when heads that came and went pile up, the reader learns the page afresh.
     """
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self._cells: dict[bytes, Cell | None] = {}
-        self._identities: list[GpuIdentity] = []
+        self._layout = _Layout(schema)
+        self._cell_limit = 0
+        #: parsed label sets by their raw text, shared by the lines of one learnt layout
+        self._label_sets: dict[str, dict[str, str]] = {}
 
     def read(self, page: bytes) -> Collected:
         lines = page.split(b"\n")
@@ -368,9 +377,9 @@ class PageReader:
         return self._read_known(lines) or self._learn(lines)
 
     def _read_known(self, lines: list[bytes]) -> Collected | None:
-        """The fast path; None as soon as a line head is new (the page must be learnt)."""
+        """The fast path; None when the page must be learnt anew."""
         cells = self._cells
-        collected = Collected(self.schema, self._identities)
+        collected = Collected(self.schema, self._layout.identities)
         values, duplicates = collected.values, collected.duplicates
         good = 0
         for line in lines:
@@ -379,7 +388,10 @@ class PageReader:
             if cell is None:
                 continue
             if cell is _UNKNOWN:
-                return None
+                if len(cells) > self._cell_limit:
+                    return None  # too many heads that came and went: start afresh
+                self._learn_line(line, collected)
+                continue
             if type(cell) is int and values[cell] is None and not duplicates and b"_" not in text:
                 try:
                     values[cell] = float(text)
@@ -402,27 +414,32 @@ class PageReader:
         collected.good_lines += 1
         collected.add(cell, value)
 
+    def _learn_line(self, line: bytes, collected: Collected) -> None:
+        """Parse one line in full, remember its head, add its value."""
+        parsed = parse_line(line.decode("utf-8", errors="replace"), self._label_sets)
+        head, _, text = line.rpartition(b" ")
+        if parsed is None:
+            if head.startswith(b"#"):
+                self._cells[head] = None
+            return
+        if isinstance(parsed, LineError):
+            collected.bad_lines += 1
+            collected.rejected[parsed.reason] += 1
+            return
+        collected.good_lines += 1
+        cell = self._layout.cell(parsed.name, parsed.labels, collected.values)
+        if head and text and not parsed.timestamped:
+            # only a plain "name{labels} value" line can be recognised by its head
+            self._cells[head] = cell
+        if cell is not None:
+            collected.add(cell, parsed.value)
+
     def _learn(self, lines: list[bytes]) -> Collected:
-        layout = _Layout(self.schema)
-        collected = layout.collected
-        cells: dict[bytes, Cell | None] = {}
-        label_sets: dict[str, dict[str, str]] = {}
+        self._layout = _Layout(self.schema)
+        self._cells = {}
+        self._label_sets = {}
+        collected = Collected(self.schema, self._layout.identities)
         for line in lines:
-            parsed = parse_line(line.decode("utf-8", errors="replace"), label_sets)
-            head, _, text = line.rpartition(b" ")
-            if parsed is None:
-                if head.startswith(b"#"):
-                    cells[head] = None
-            elif isinstance(parsed, LineError):
-                collected.bad_lines += 1
-                collected.rejected[parsed.reason] += 1
-            else:
-                collected.good_lines += 1
-                cell = layout.cell(parsed.name, parsed.labels)
-                if head and text and not parsed.timestamped:
-                    # only a plain "name{labels} value" line can be recognised by its head
-                    cells[head] = cell
-                if cell is not None:
-                    collected.add(cell, parsed.value)
-        self._cells, self._identities = cells, layout.identities
+            self._learn_line(line, collected)
+        self._cell_limit = 2 * len(self._cells) + 64
         return collected
