@@ -132,14 +132,15 @@ def test_interval_of(spec: dict[str, Any], expected: float) -> None:
 def test_metrics_record_a_decision_and_forget_a_policy() -> None:
     metrics = OperatorMetrics()
     decision = melting_decision()
-    metrics.observe("inference", "imagegen", decision, applied=True)
+    metrics.observe("inference", "imagegen", decision, applied=True, bounds=(2, 4))
     metrics.telemetry_failed("inference", "imagegen", "exporter", 2)
     families = {family.name: family for family in
                 text_string_to_metric_families(generate_latest(metrics.registry).decode())}
     phase = {s.labels["phase"]: s.value for s in families["meltguard_policy_phase"].samples}
     assert phase == {"Cool": 0, "Warm": 0, "Hot": 0, "Melting": 1, "Unknown": 0}
     replicas = {s.labels["kind"]: s.value for s in families["meltguard_policy_replicas"].samples}
-    assert replicas == {"current": 2, "desired": decision.desired_replicas, "pending": 0}
+    assert replicas == {"current": 2, "desired": decision.desired_replicas, "pending": 0,
+                        "min": 2, "max": 4}
     assert decision.desired_replicas > 2
     limits = {s.labels["tier"]: s.value for s in families["meltguard_quota_limit"].samples}
     assert set(limits) == {"free", "plus"}  # unlimited tiers have no limit to show
@@ -155,7 +156,8 @@ def test_metrics_record_a_decision_and_forget_a_policy() -> None:
 
 def test_metric_names_are_what_the_registry_serves() -> None:
     metrics = OperatorMetrics()
-    metrics.observe("inference", "imagegen", melting_decision(), applied=True)
+    metrics.observe("inference", "imagegen", melting_decision(), applied=True,
+                    bounds=(2, 4))
     served = {family.name + "_total" if family.type == "counter" else family.name
               for family in text_string_to_metric_families(
                   generate_latest(metrics.registry).decode())

@@ -28,7 +28,8 @@ class OperatorMetrics:
                            "1 for the policy's current phase, 0 for the others.",
                            [*POLICY_LABELS, "phase"], registry=self.registry)
         self.replicas = Gauge("meltguard_policy_replicas",
-                              "The target's replicas: current, desired, and pending for GPUs.",
+                              "The target's replicas: current, desired, pending for GPUs, "
+                              "and the policy's min and max.",
                               [*POLICY_LABELS, "kind"], registry=self.registry)
         self.gpus = Gauge("meltguard_policy_gpus",
                           "The target's GPUs by state: total, hot, melting, stale.",
@@ -55,13 +56,21 @@ class OperatorMetrics:
         return (self.phase, self.replicas, self.gpus, self.quota_limit, self.quota_changes,
                 self.scale_changes, self.reconcile_seconds, self.telemetry_errors)
 
-    def observe(self, namespace: str, policy: str, decision: Decision, applied: bool) -> None:
-        """Record one tick's decision; changes count only when they were applied."""
+    def observe(self, namespace: str, policy: str, decision: Decision, applied: bool,
+                bounds: tuple[int, int] | None = None) -> None:
+        """Record one tick's decision; changes count only when they were applied.
+
+        ``bounds`` is the policy's (minReplicas, maxReplicas), served as replicas kinds
+        ``min``/``max`` so alerts can compare desired replicas with them.
+        """
         for phase in PHASES:
             self.phase.labels(namespace, policy, phase).set(int(decision.phase == phase))
-        for kind, value in (("current", decision.current_replicas),
-                            ("desired", decision.desired_replicas),
-                            ("pending", decision.pending_replicas)):
+        replicas = [("current", decision.current_replicas),
+                    ("desired", decision.desired_replicas),
+                    ("pending", decision.pending_replicas)]
+        if bounds is not None:
+            replicas += [("min", bounds[0]), ("max", bounds[1])]
+        for kind, value in replicas:
             self.replicas.labels(namespace, policy, kind).set(value)
         gpus = decision.gpus
         for state, count in (("total", gpus.total), ("hot", gpus.hot),

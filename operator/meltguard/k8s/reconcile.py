@@ -186,7 +186,8 @@ class Tick:
         for note in decision.events:
             self.reconciler.post_event(policy, note)
         metrics = self.reconciler.metrics
-        metrics.observe(self.namespace, self.name, decision, applied=held is None)
+        metrics.observe(self.namespace, self.name, decision, applied=held is None,
+                        bounds=(spec.min_replicas, spec.max_replicas))
         metrics.telemetry_failed(self.namespace, self.name, spec.telemetry.source,
                                  len(world.telemetry.errors))
         return Outcome.APPLIED if held is None else Outcome.REPORTED
