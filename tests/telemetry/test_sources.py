@@ -128,6 +128,19 @@ async def test_absurd_core_value_marks_only_that_gpu_down(
     assert reading.rejected.get(reason, 0) == 1
 
 
+async def test_gpu_with_every_value_refused_is_down_not_gone(page_server: PageServer) -> None:
+    page = render_page()
+    for metric in ("utilization_ratio", "temperature_celsius", "memory_used_bytes"):
+        page = replace_line(page, f"meltguard_gpu_{metric}", 4, "NaN")
+    for metric in ("memory_total_bytes", "slowdown_temperature_celsius", "power_watts"):
+        page = replace_line(page, f"meltguard_gpu_{metric}", 4, "oops")
+    page = replace_line(page, "meltguard_gpu_power_limit_watts", 4, "-1")
+    page = replace_line(page, "meltguard_gpu_up", 4, "2")
+    reading = await read_once(page, page_server)
+    assert len(reading.samples) == 8
+    assert [s.up for s in reading.samples].count(False) == 1
+
+
 async def test_absurd_optional_value_only_drops_that_value(page_server: PageServer) -> None:
     page = replace_line(render_page(), "meltguard_gpu_power_watts", 2, "-70")
     reading = await read_once(page, page_server)

@@ -2,7 +2,7 @@
 
 A :class:`Schema` says which series carry which GPU quantity (the exporter's own names, or
 NVIDIA dcgm-exporter's ``DCGM_FI_DEV_*`` names and labels). Series are collected per GPU
-(by UUID) and checked before they become samples:
+(its UUID with its node, model and pod labels) and checked before they become samples:
 
 * a non-finite, negative or implausible value (400 C, utilization 7) or a duplicate series
   is dropped and counted by reason; the rest of the page still counts;
@@ -12,13 +12,14 @@ NVIDIA dcgm-exporter's ``DCGM_FI_DEV_*`` names and labels). Series are collected
 * only GPUs whose ``namespace``/``pod`` labels name one of the wanted pods become samples.
 
 Collected series form a table (:class:`Collected`): one row per GPU, one column per
-quantity of :data:`COLUMNS`, so checks run per column and samples are built per row.
+quantity of :data:`COLUMNS`; all endpoints' tables are merged so that the checks run once
+per column over the whole fleet, and samples are built per row.
 
-:class:`PageReader` reads successive pages of one endpoint fast. It learns a page once
-through the strict :func:`~.textformat.parse_line`, remembering for every line head
-(``name{labels}``) which cell of the table that line fills. While the endpoint keeps
-serving the same series (the normal case: only values change), a read costs one split,
-one dict lookup and one ``float`` per line; any unknown head makes it learn the page anew.
+:class:`PageReader` reads successive pages of one endpoint fast. It parses each line it
+has not met before through the strict :func:`~.textformat.parse_line`, remembering for
+its head (``name{labels}``) which cell of the table the line fills. Series are stable
+between scrapes (only values change), so a read costs one split, one dict lookup and one
+``float`` per line.
 """
 
 from __future__ import annotations
@@ -166,10 +167,12 @@ class Collected:
         self.values: list[float | None] = [None] * (len(identities) * WIDTH)
         self.reasons: dict[int, set[str]] = {}
         self.duplicates: set[int] = set()
+        #: rows that had a line this read whose value was refused (so the GPU is present)
+        self.touched: set[int] = set()
         self.rejected: Counter[str] = Counter()
         self.good_lines = 0
         self.bad_lines = 0
-        self._checked = False
+        self._present: list[int] | None = None
 
     @property
     def malformed(self) -> bool:
@@ -184,6 +187,7 @@ class Collected:
             else:
                 self.values[cell] = None
                 self.duplicates.add(cell)
+                self.touched.add(cell // WIDTH)
                 self.rejected["duplicate"] += 1
             return
         row, reason = cell  # type: ignore[misc]
@@ -193,7 +197,14 @@ class Collected:
         elif reason is None and value.is_integer() and 0 <= value < 2**64:
             self.reasons.setdefault(row, set()).update(throttle_reasons(int(value)))
         else:
+            self.touched.add(row)
             self.rejected["out_of_range"] += 1
+
+    def refuse(self, cell: Cell, reason: str) -> None:
+        """Count a line whose value could not be read; its GPU still counts as present."""
+        self.bad_lines += 1
+        self.rejected[reason] += 1
+        self.touched.add(cell // WIDTH if type(cell) is int else cell[0])  # type: ignore[index]
 
     def served(self) -> dict[str, tuple[str | None, str | None]]:
         """GPU UUID -> (namespace, pod) for every GPU this read knows."""
@@ -208,29 +219,41 @@ class Collected:
             merged.identities.extend(part.identities)
             merged.values.extend(part.values)
             merged.reasons.update({row + offset: r for row, r in part.reasons.items()})
+            merged.touched.update(row + offset for row in part.touched)
             merged.rejected.update(part.rejected)
             merged.good_lines += part.good_lines
             merged.bad_lines += part.bad_lines
         return merged
 
     def samples(self, pods: Collection[tuple[str, str]], sampled_at: float) -> list[GpuSample]:
-        """Checked samples of the GPUs held by one of ``pods`` ((namespace, pod) pairs)."""
-        if not self._checked:
+        """Checked samples of the GPUs held by one of ``pods`` ((namespace, pod) pairs).
+
+        A GPU is in the read when any of its series was on the page, refused ones included;
+        a row with no series at all is a GPU that left the page.
+        """
+        if self._present is None:
+            self._present = self._present_rows()
             self._scale_and_check()
-        values, reasons = self.values, self.reasons
+        values, reasons, identities = self.values, self.reasons, self.identities
         samples = []
-        for row, gpu in enumerate(self.identities):
-            if (gpu.namespace, gpu.pod) not in pods:
-                continue
-            cells = values[row * WIDTH : row * WIDTH + WIDTH]
-            if cells.count(None) == WIDTH and row not in reasons:
-                continue  # the GPU left the page
-            samples.append(_sample(gpu, cells, reasons.get(row, ()), sampled_at, self.rejected))
+        for row in self._present:
+            gpu = identities[row]
+            if (gpu.namespace, gpu.pod) in pods:
+                cells = values[row * WIDTH : row * WIDTH + WIDTH]
+                reasons_now = reasons.get(row, ())
+                samples.append(_sample(gpu, cells, reasons_now, sampled_at, self.rejected))
         return samples
+
+    def _present_rows(self) -> list[int]:
+        values, seen = self.values, self.touched | self.reasons.keys()
+        return [
+            row
+            for row in range(len(self.identities))
+            if row in seen or values[row * WIDTH : row * WIDTH + WIDTH].count(None) != WIDTH
+        ]
 
     def _scale_and_check(self) -> None:
         """Scale every column to the core's units and drop implausible values, column-wise."""
-        self._checked = True
         values = self.values
         for column, scale in enumerate(self.schema.scales):
             cells = values[column::WIDTH]
@@ -408,8 +431,7 @@ class PageReader:
         try:
             value = parse_value(text.decode("utf-8", errors="replace"))
         except ValueError:
-            collected.bad_lines += 1
-            collected.rejected["bad_value" if text else "truncated"] += 1
+            collected.refuse(cell, "bad_value" if text else "truncated")
             return
         collected.good_lines += 1
         collected.add(cell, value)
