@@ -314,3 +314,18 @@ async def test_create_source_follows_the_policy_spec() -> None:
     prometheus = create_source(spec, fixed_endpoints())
     assert isinstance(prometheus, PrometheusSource)
     assert prometheus.url == "http://prom:9090"
+
+
+async def test_gpus_that_left_the_page_are_not_reported_lost(page_server: PageServer) -> None:
+    (endpoint,) = await serve(page_server, render_page(gpus=8))
+    source = exporter_source(endpoint, timeout=0.5)
+    try:
+        assert len((await source.read([POD], NOW)).samples) == 8
+        page_server.behaviours[endpoint].body = render_page(gpus=3).encode()
+        fewer = await source.read([POD], NOW)
+        assert len(fewer.samples) == 3 and fewer.lost_gpus == frozenset()
+        page_server.behaviours[endpoint].status = 503
+        failed = await source.read([POD], NOW)
+    finally:
+        await source.close()
+    assert failed.lost_gpus == {s.uuid for s in fewer.samples}

@@ -148,6 +148,11 @@ class GpuIdentity:
     namespace: str | None
     pod: str | None
 
+    @property
+    def pod_key(self) -> tuple[str | None, str | None]:
+        """(namespace, pod), as the wanted pods are given."""
+        return (self.namespace, self.pod)
+
 
 #: Where one series goes: a table cell (row * WIDTH + column) for values and up, or
 #: (row, reason) for a 0/1 reason series, or (row, None) for a reason bitmask.
@@ -173,6 +178,7 @@ class Collected:
         self.good_lines = 0
         self.bad_lines = 0
         self._present: list[int] | None = None
+        self._checked = False
 
     @property
     def malformed(self) -> bool:
@@ -207,8 +213,9 @@ class Collected:
         self.touched.add(cell // WIDTH if type(cell) is int else cell[0])  # type: ignore[index]
 
     def served(self) -> dict[str, tuple[str | None, str | None]]:
-        """GPU UUID -> (namespace, pod) for every GPU this read knows."""
-        return {gpu.uuid: (gpu.namespace, gpu.pod) for gpu in self.identities}
+        """GPU UUID -> (namespace, pod) for every GPU on the page this read."""
+        identities = self.identities
+        return {identities[row].uuid: identities[row].pod_key for row in self.present_rows()}
 
     @classmethod
     def merge(cls, schema: Schema, parts: Iterable[Collected]) -> Collected:
@@ -231,26 +238,31 @@ class Collected:
         A GPU is in the read when any of its series was on the page, refused ones included;
         a row with no series at all is a GPU that left the page.
         """
-        if self._present is None:
-            self._present = self._present_rows()
+        present = self.present_rows()  # before the checks turn refused values into None
+        if not self._checked:
+            self._checked = True
             self._scale_and_check()
         values, reasons, identities = self.values, self.reasons, self.identities
         samples = []
-        for row in self._present:
+        for row in present:
             gpu = identities[row]
-            if (gpu.namespace, gpu.pod) in pods:
+            if gpu.pod_key in pods:
                 cells = values[row * WIDTH : row * WIDTH + WIDTH]
                 reasons_now = reasons.get(row, ())
                 samples.append(_sample(gpu, cells, reasons_now, sampled_at, self.rejected))
         return samples
 
-    def _present_rows(self) -> list[int]:
-        values, seen = self.values, self.touched | self.reasons.keys()
-        return [
-            row
-            for row in range(len(self.identities))
-            if row in seen or values[row * WIDTH : row * WIDTH + WIDTH].count(None) != WIDTH
-        ]
+    def present_rows(self) -> list[int]:
+        """Rows of the GPUs that had any series in this read (rows of a reader's earlier
+        pages stay in its layout, empty, once their GPU is gone)."""
+        if self._present is None:
+            values, seen = self.values, self.touched | self.reasons.keys()
+            self._present = [
+                row
+                for row in range(len(self.identities))
+                if row in seen or values[row * WIDTH : row * WIDTH + WIDTH].count(None) != WIDTH
+            ]
+        return self._present
 
     def _scale_and_check(self) -> None:
         """Scale every column to the core's units and drop implausible values, column-wise."""
