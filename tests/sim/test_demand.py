@@ -118,3 +118,15 @@ def test_limits_array_takes_baselines_for_missing_and_unlimited_tiers() -> None:
     tiers = [TierSpec(name="free", limit=3), TierSpec(name="plus", limit=50),
              TierSpec(name="pro", unlimited=True)]
     assert limits_array(tiers, {"free": 1, "pro": None}).tolist() == [1, 50, UNLIMITED]
+
+
+def test_a_cap_above_the_baseline_changes_nothing() -> None:
+    # a static cap of 3 on a tier whose baseline is 2: users still stop at 2, and nobody
+    # spills into the next tier's counters
+    users = eager_population(limit=2)
+    limits = limits_array([TierSpec(name="free", limit=2), TierSpec(name="pro", unlimited=True)],
+                          {"free": 3})
+    assert limits.tolist() == [2, UNLIMITED]
+    outcomes = [users.step(np.array([100, 0]) if i == 0 else np.array([0, 0]), limits)
+                for i in range(4)]
+    assert [o.admitted.tolist() for o in outcomes] == [[100, 0], [100, 0], [0, 0], [0, 0]]

@@ -146,3 +146,17 @@ def test_the_cyclic_collector_is_paused_only_while_simulating(
     assert gc.isenabled()
     # what the pause let pile up: not even one cyclic object per control tick
     assert gc.collect() < len(seen)
+
+
+def test_shedding_a_later_tier_while_an_earlier_is_above_its_floor_is_counted(
+    small: tuple[Scenario, ImageQuotaPolicy]
+) -> None:
+    scenario, policy = small
+    plus_cut = strategies.HpaStrategy("plus-cut", policy.spec, {"plus": 1})
+    free_cut = strategies.HpaStrategy("free-cut", policy.spec, {"free": 0, "plus": 1})
+    runs = compare(scenario, policy, seed=1, strategies=[plus_cut, free_cut]).runs
+    plus = runs[0].tiers.index("plus")
+    assert runs[0].shed[plus] > 0
+    assert runs[0].out_of_order_sheds == runs[0].shed[plus]  # free was still at 6
+    assert runs[1].shed[plus] > 0
+    assert runs[1].out_of_order_sheds == 0  # free at its floor first: in order

@@ -156,9 +156,15 @@ def _behaviour(scenario: Scenario, tiers: list[TierSpec], step: int
 
 
 def limits_array(tiers: list[TierSpec], limits: dict[str, int | None]) -> IntArray:
-    """Limits in tier order; unlimited tiers and tiers without an entry take their baseline."""
+    """Limits in tier order, never above the baseline (a cut above it changes nothing).
+
+    Unlimited tiers and tiers without an entry take their baseline.
+    """
     values = []
     for tier in tiers:
         limit = limits.get(tier.name, tier.limit)
-        values.append(UNLIMITED if tier.unlimited or limit is None else limit)
+        if tier.unlimited or tier.limit is None or limit is None:
+            values.append(UNLIMITED)
+        else:
+            values.append(min(limit, tier.limit))
     return np.array(values, dtype=np.int64)

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meltguard.api.models import ImageQuotaPolicy, PolicySpec, TierSpec
-from meltguard.sim.demand import UserPopulation, limits_array
+from meltguard.sim.demand import UNLIMITED, UserPopulation, limits_array
 from meltguard.sim.fleet import SimulatedFleet
 from meltguard.sim.scenario import Scenario
 from meltguard.sim.strategies import Control, Strategy
@@ -125,7 +125,7 @@ class _Recorder:
         self._step = inputs.scenario.timing.physics_step_seconds
         self._tick = _TickSums()
 
-    def step(self, limits: dict[str, int | None], admitted: IntArray, refused: IntArray,
+    def step(self, limits: IntArray, admitted: IntArray, refused: IntArray,
              shed: IntArray, served: FloatArray, failed: FloatArray, melting: bool) -> None:
         run = self.run
         run.served += served
@@ -137,18 +137,18 @@ class _Recorder:
             run.melting_minutes += self._step / 60
         self._tick.add(admitted.sum() + refused.sum(), served.sum(), refused.sum(), failed.sum())
 
-    def _out_of_order(self, limits: dict[str, int | None], shed: IntArray) -> int:
+    def _out_of_order(self, limits: IntArray, shed: IntArray) -> int:
         count = 0
         earlier_above_floor = False
         for index, tier in enumerate(self._tiers):
             if earlier_above_floor:
                 count += int(shed[index])
-            limit = limits.get(tier.name)
-            if limit is not None and limit > tier.floor:
+            if not tier.unlimited and limits[index] > tier.floor:
                 earlier_above_floor = True
         return count
 
-    def tick(self, now: float, fleet: SimulatedFleet, control: Control) -> None:
+    def tick(self, now: float, fleet: SimulatedFleet, control: Control, limits: IntArray
+             ) -> None:
         series = self.run.series
         seconds = self._tick.steps * self._step or 1
         series["hour"].append(round((now - SIMULATION_START) / 3600, 4))
@@ -165,8 +165,7 @@ class _Recorder:
         series["meanTemperatureCelsius"].append(mean)
         series["maxTemperatureCelsius"].append(hottest)
         series["meltingFraction"].append(round(fleet.melting_fraction, 4))
-        first = self._tiers[0].name
-        series["firstTierLimit"].append(_limit_value(control.limits.get(first)))
+        series["firstTierLimit"].append(None if limits[0] == UNLIMITED else float(limits[0]))
         self.run.phases.append(control.phase)
         self._tick = _TickSums()
 
@@ -174,10 +173,6 @@ class _Recorder:
         self.run.p95_wait_seconds = fleet.waits.percentile(0.95)
         self.run.gpu_hours = gpu_seconds / 3600
         return self.run
-
-
-def _limit_value(limit: int | None) -> float | None:
-    return None if limit is None else float(limit)
 
 
 @dataclass
@@ -216,7 +211,7 @@ def run_strategy(inputs: SharedInputs, strategy: Strategy, progress: Progress | 
         now = SIMULATION_START + index * step
         if index % steps_per_tick == 0:
             if index:
-                recorder.tick(now, fleet, control)
+                recorder.tick(now, fleet, control, limits)
                 if progress:
                     progress(steps_per_tick)
             control = strategy.control(now, fleet)
@@ -225,9 +220,9 @@ def run_strategy(inputs: SharedInputs, strategy: Strategy, progress: Progress | 
         quota = population.step(arrivals, limits)
         outcome = fleet.step(now, quota.admitted)
         gpu_seconds += fleet.allocated_gpus * step
-        recorder.step(control.limits, quota.admitted, quota.refused, quota.shed,
+        recorder.step(limits, quota.admitted, quota.refused, quota.shed,
                       outcome.served, outcome.failed, fleet.fleet_melting)
-    recorder.tick(SIMULATION_START + len(inputs.arrivals) * step, fleet, control)
+    recorder.tick(SIMULATION_START + len(inputs.arrivals) * step, fleet, control, limits)
     if progress:
         progress(steps_per_tick)
     return recorder.finish(fleet, gpu_seconds)
