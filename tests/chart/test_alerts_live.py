@@ -53,6 +53,7 @@ ALERT_DURATIONS = (
 EXPECTED_WHILE_UP = [
     ("MeltguardGPUsMelting", {"namespace": "inference", "policy": "imagegen"}),
     ("MeltguardNoGPUCapacity", {"namespace": "inference", "policy": "imagegen"}),
+    ("MeltguardAtMaxReplicas", {"namespace": "inference", "policy": "upscaler"}),
     ("MeltguardTelemetryStale", {"namespace": "batch", "policy": "captioner"}),
     ("MeltguardQuotasTightened", {"policy": "inference/imagegen", "tier": "free"}),
     ("MeltguardQuotaStoreErrors", {"namespace": NAMESPACE, "pod": "quota-server-0"}),
@@ -61,6 +62,7 @@ EXPECTED_WHILE_UP = [
 QUIET_WHILE_UP = [
     ("MeltguardGPUsMelting", {"policy": "captioner"}),
     ("MeltguardNoGPUCapacity", {"policy": "upscaler"}),
+    ("MeltguardAtMaxReplicas", {"policy": "captioner"}),
     ("MeltguardTelemetryStale", {"policy": "imagegen"}),
     ("MeltguardQuotasTightened", {"tier": "plus"}),
     ("MeltguardOperatorDown", {}),
@@ -137,7 +139,8 @@ def operator_registry() -> CollectorRegistry:
         ("batch", "captioner", Observation((), current_replicas=1)),
     ]:
         decision = decide(spec, ControllerState.initial(), observation, now)
-        metrics.observe(namespace, policy, decision, applied=True)
+        metrics.observe(namespace, policy, decision, applied=True,
+                        bounds=(spec.min_replicas, spec.max_replicas))
     return metrics.registry
 
 
@@ -287,11 +290,6 @@ def test_alerts_fire_on_what_the_components_really_serve(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='the operator does not export meltguard_policy_replicas{kind="max"} yet, which '
-    "MeltguardAtMaxReplicas compares desired replicas with",
-)
 def test_at_max_replicas_is_detectable_from_the_operator_metrics() -> None:
     families = {m.name: m for m in operator_registry().collect()}
     kinds = {s.labels["kind"] for s in families["meltguard_policy_replicas"].samples}
