@@ -15,7 +15,7 @@ from meltguard.api.models import ImageQuotaPolicy, PolicySpec
 from meltguard.core.observation import Observation
 from meltguard.core.state import ControllerState
 from meltguard.sim import strategies
-from meltguard.sim.compare import compare
+from meltguard.sim.compare import compare, total_steps
 from meltguard.sim.scenario import Scenario
 
 
@@ -103,13 +103,14 @@ def test_same_seed_same_figures_in_one_process_or_several(
 ) -> None:
     scenario, policy = small
     alone = compare(scenario, policy, seed=5, jobs=1)
-    forked = compare(scenario, policy, seed=5, jobs=3)
     other = compare(scenario, policy, seed=6, jobs=1)
-    for one, two in zip(alone.runs, forked.runs, strict=True):
-        assert one.name == two.name
-        assert np.array_equal(one.served, two.served)
-        assert one.series == two.series
-    assert alone.optimum_images == forked.optimum_images
+    for jobs in (2, 3):
+        forked = compare(scenario, policy, seed=5, jobs=jobs)
+        for one, two in zip(alone.runs, forked.runs, strict=True):
+            assert one.name == two.name
+            assert np.array_equal(one.served, two.served)
+            assert one.series == two.series
+        assert alone.optimum_images == forked.optimum_images
     assert not np.array_equal(alone.runs[0].served, other.runs[0].served)
 
 
@@ -160,3 +161,13 @@ def test_shedding_a_later_tier_while_an_earlier_is_above_its_floor_is_counted(
     assert runs[0].out_of_order_sheds == runs[0].shed[plus]  # free was still at 6
     assert runs[1].shed[plus] > 0
     assert runs[1].out_of_order_sheds == 0  # free at its floor first: in order
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_progress_counts_every_step_of_every_strategy_once(
+    small: tuple[Scenario, ImageQuotaPolicy], jobs: int
+) -> None:
+    scenario, policy = small
+    counted: list[int] = []
+    compare(scenario, policy, seed=1, jobs=jobs, progress=counted.append)
+    assert sum(counted) == total_steps(scenario, 3)

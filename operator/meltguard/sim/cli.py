@@ -28,9 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="N",
                         help="random seed of the users (default: the scenario's seed);"
                              " same seed, same figures")
-    parser.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1), metavar="N",
-                        help="strategies run in parallel processes when above 1"
-                             " (default: up to 3, one per CPU)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                        help="processes to spread the strategies over"
+                             " (default: 2, or 1 on a single CPU)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """One comparison: every strategy against the same users, side by side.
 
-Strategies are independent once the users are drawn, so with ``jobs > 1`` each runs in a
-forked process (the meltguard strategy, which builds a sample per GPU per tick, dominates),
-while the parent computes the safe-capacity optimum and keeps the progress bar moving.
+Strategies are independent once the users are drawn, so with ``jobs > 1`` the costliest
+(meltguard, which builds a sample per GPU per tick) run in forked processes while this one
+runs the cheap baselines and the safe-capacity optimum, and keeps the progress bar moving.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def compare(
     inputs = SharedInputs(scenario, policy, draw_session_arrivals(scenario, tiers, seed), seed)
     with _cyclic_gc_paused():
         if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-            runs, optimum = _run_forked(inputs, chosen, progress)
+            runs, optimum = _run_forked(inputs, chosen, jobs, progress)
         else:
             runs = [run_strategy(inputs, strategy, progress) for strategy in chosen]
             optimum = optimum_images(inputs)
@@ -88,43 +88,57 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _run_forked(inputs: SharedInputs, strategies: list[Strategy],
+def _run_forked(inputs: SharedInputs, strategies: list[Strategy], jobs: int,
                 progress: Progress | None) -> tuple[list[StrategyRun], float]:
+    """The costliest strategies (meltguard first), up to ``jobs - 1``, each in a forked
+    worker; the others and the optimum in this process meanwhile."""
     context = multiprocessing.get_context("fork")
-    steps_done = context.Value("q", 0)
-    pipes: list[Connection] = []
+    by_cost = sorted(strategies, key=lambda s: not isinstance(s, MeltguardStrategy))
+    forked, local = by_cost[:jobs - 1], by_cost[jobs - 1:]
+    relay = _ProgressRelay(progress, context.Value("q", 0))
     workers = []
-    for strategy in sorted(strategies, key=lambda s: s.name != "meltguard"):
+    for strategy in forked:
         receiver, sender = context.Pipe(duplex=False)
-        worker = context.Process(target=_child, args=(inputs, strategy, sender, steps_done),
-                                 daemon=True)
+        worker = context.Process(target=_child, daemon=True,
+                                 args=(inputs, strategy, sender, relay.worker_steps))
         worker.start()
         sender.close()
-        pipes.append(receiver)
-        workers.append((strategy.name, worker))
+        workers.append((receiver, worker))
+    results = [run_strategy(inputs, strategy, relay.advance) for strategy in local]
     optimum = optimum_images(inputs)
-    results = _collect(pipes, steps_done, progress)
+    results += _collect([receiver for receiver, _ in workers], relay)
     for _, worker in workers:
         worker.join()
     by_name = {run.name: run for run in results}
     return [by_name[strategy.name] for strategy in strategies], optimum
 
 
-def _collect(pipes: list[Connection], steps_done: Synchronized[int],
-             progress: Progress | None) -> list[StrategyRun]:
+class _ProgressRelay:
+    """One progress count for this process's steps plus those its workers report."""
+
+    def __init__(self, progress: Progress | None, worker_steps: Synchronized[int]) -> None:
+        self._progress = progress
+        self.worker_steps = worker_steps
+        self._reported = 0
+
+    def advance(self, steps: int = 0) -> None:
+        """Add ``steps`` done here and whatever the workers did since the last call."""
+        if self._progress is None:
+            return
+        done = self.worker_steps.value
+        self._progress(steps + done - self._reported)
+        self._reported = done
+
+
+def _collect(pipes: list[Connection], relay: _ProgressRelay) -> list[StrategyRun]:
     results: list[StrategyRun] = []
-    reported = 0
     waiting = list(pipes)
     while waiting:
         for ready in wait(waiting, timeout=0.1):
             assert isinstance(ready, Connection)
-            outcome = _receive(ready)
+            results.append(_receive(ready))
             waiting.remove(ready)
-            results.append(outcome)
-        if progress:
-            done = steps_done.value
-            progress(done - reported)
-            reported = done
+        relay.advance()
     return results
 
 
