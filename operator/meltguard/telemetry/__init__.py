@@ -1,13 +1,13 @@
 """GPU telemetry: the exporter that reads GPUs, and the operator's sources that read exporters.
 
-Two halves share the metric table of :mod:`meltguard.telemetry.metrics`:
+Both halves share the metric table of :mod:`.metrics`, so writer and reader cannot drift.
 
-* the exporter side (``meltguard exporter``): :mod:`.devices` (what one GPU read gives),
-  :mod:`.simulated` and :mod:`.nvml` (backends), :mod:`.sampler`, :mod:`.attribution` and
-  :mod:`.podresources` (which pod holds which GPU), :mod:`.exposition` and :mod:`.exporter`
-  (the HTTP app);
-* the operator side: :mod:`.sources` (the ``TelemetrySource`` interface and its
-  exporter / dcgm / prometheus implementations), built on :mod:`.textformat` (a fast
-  Prometheus text parser), :mod:`.interpret` (series -> validated ``GpuSample``) and
-  :mod:`.scrape` (a bounded, keep-alive HTTP scraper).
+* Exporter side (``meltguard exporter``, :mod:`.cli`): :mod:`.devices` (what one GPU read
+  gives), backends :mod:`.nvml` and :mod:`.simulated` (fire drills), :mod:`.sampler` (the
+  background reader), :mod:`.attribution` and :mod:`.podresources` (which pod holds which
+  GPU), :mod:`.exposition` and :mod:`.exporter` (the HTTP app).
+* Operator side: :mod:`.sources` (the ``TelemetrySource`` interface, the exporter and dcgm
+  scrape source, ``create_source``) and :mod:`.prometheus`, built on :mod:`.scrape` (a
+  bounded keep-alive HTTP client), :mod:`.textformat` (strict line parser) and
+  :mod:`.interpret` (series -> checked ``GpuSample`` values, fast re-reads of known pages).
 """
