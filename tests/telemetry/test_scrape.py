@@ -108,3 +108,32 @@ async def test_malformed_endpoint_is_a_scrape_error_not_a_crash() -> None:
     with pytest.raises(ScrapeError) as caught:
         await fetch("no-port-here")
     assert caught.value.reason == "protocol"
+
+
+async def test_connections_to_endpoints_no_longer_asked_for_are_closed() -> None:
+    closed: dict[int, asyncio.Event] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        port = writer.get_extra_info("sockname")[1]
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nup 1\n")
+        except asyncio.IncompleteReadError:
+            closed[port].set()  # the client hung up
+        writer.close()
+
+    servers = [await asyncio.start_server(handle, "127.0.0.1", 0) for _ in range(2)]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    closed.update({port: asyncio.Event() for port in ports})
+    first, second = (f"127.0.0.1:{port}" for port in ports)
+    scraper = Scraper()
+    try:
+        assert await scraper.fetch_all([first, second]) == {first: b"up 1\n", second: b"up 1\n"}
+        assert await scraper.fetch_all([first]) == {first: b"up 1\n"}
+        await asyncio.wait_for(closed[ports[1]].wait(), timeout=5)
+        assert not closed[ports[0]].is_set()  # still kept alive for the next scrape
+    finally:
+        await scraper.close()
+        for server in servers:
+            server.close()
+            await server.wait_closed()

@@ -233,6 +233,8 @@ class Scraper:
         whose release scans every waiter), so at most that many requests are in flight.
         """
         endpoints = list(dict.fromkeys(endpoints))
+        for gone in self._idle.keys() - set(endpoints):
+            self._idle.pop(gone).close()  # that endpoint is no longer asked for
         results: dict[str, bytes | ScrapeError] = {}
         queue = iter(endpoints)
 
