@@ -115,10 +115,15 @@ def test_holds() -> None:
     annotated = {**POLICY, "metadata": {**POLICY["metadata"],
                                         "annotations": {"meltguard.io/paused": "true"}}}
     assert hold_reason(annotated, SPEC) == "Paused"
-    held = held_decision(melting_decision(), "DryRun")
+    decision = melting_decision()
+    held = held_decision(decision, "DryRun", reported_desired=None)
     ready = next(c for c in held.conditions if c.type == "Ready")
     assert (ready.status, ready.reason) == ("True", "DryRun")
     assert all(event.message.startswith("not applied (DryRun)") for event in held.events)
+    assert "ScaledUp" in [event.reason for event in held.events]
+    again = held_decision(decision, "DryRun", reported_desired=decision.desired_replicas)
+    assert "ScaledUp" not in [event.reason for event in again.events]
+    assert "MeltingStarted" in [event.reason for event in again.events]
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

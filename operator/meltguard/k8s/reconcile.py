@@ -36,6 +36,7 @@ from meltguard.k8s.metrics import OperatorMetrics
 from meltguard.k8s.world import ReadTelemetry, World, observe, read_policy
 
 PAUSED_ANNOTATION = "meltguard.io/paused"
+SCALE_EVENT_REASONS = frozenset({"ScaledUp", "ScaledDown"})
 CONFLICT_ATTEMPTS = 3
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def not_ready_status(policy: Mapping[str, Any], reason: str, message: str,
     conditions: list[Condition] = merge_conditions(
         previous.conditions if previous else [],
         [ConditionNote("Ready", "False", reason, message)], generation_of(policy), now)
-    status = dict(policy.get("status") or {})
+    stored = policy.get("status")
+    status = dict(stored) if isinstance(stored, Mapping) else {}
     status["observedGeneration"] = generation_of(policy)
     status["conditions"] = [condition.model_dump(by_alias=True, exclude_none=True, mode="json")
                             for condition in conditions]
@@ -110,13 +112,20 @@ def invalid_message(invalid: PolicyInvalid) -> str:
     return "invalid spec: " + "; ".join(str(error) for error in invalid.errors)
 
 
-def held_decision(decision: Decision, reason: str) -> Decision:
-    """The decision as reported while paused or in dry run: Ready says nothing is applied."""
+def held_decision(decision: Decision, reason: str, reported_desired: int | None) -> Decision:
+    """The decision as reported while paused or in dry run: Ready says nothing is applied.
+
+    Events say "not applied". The replicas never change while held, so the same would-be
+    scaling comes back every tick: it is posted only when the desired count changes from
+    the one already reported (``reported_desired``).
+    """
     ready = ConditionNote("Ready", "True", reason,
                           f"{reason}: decisions are computed and reported, none applied")
     conditions = tuple(ready if note.type == "Ready" else note for note in decision.conditions)
+    repeated_scaling = decision.desired_replicas == reported_desired
     events = tuple(replace(note, message=f"not applied ({reason}): {note.message}")
-                   for note in decision.events)
+                   for note in decision.events
+                   if not (repeated_scaling and note.reason in SCALE_EVENT_REASONS))
     return replace(decision, conditions=conditions, events=events)
 
 
@@ -180,7 +189,8 @@ class Tick:
         if held is None:
             await self._apply(policy, spec, world, decision, now)
         else:
-            decision = held_decision(decision, held)
+            decision = held_decision(decision, held,
+                                     previous.desired_replicas if previous else None)
         status = build_status(decision, generation_of(policy), previous, now)
         await patch_status(self.reconciler.client, policy, status)
         for note in decision.events:
