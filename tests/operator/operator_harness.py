@@ -335,10 +335,13 @@ class MeltguardOperator(KopfThread):
 
 
 def start_fleet(server: ApiServer, namespace: str, name: str, replicas: int, *,
-                pending: int = 0, host: str = "127.0.0.1") -> SimulatedExporter:
+                pending: int = 0, host: str = "127.0.0.1",
+                exporter_namespace: str | None = None) -> SimulatedExporter:
     """A Deployment with running pods (one simulated GPU each), ``pending`` pods waiting for a
-    GPU, and an exporter pod in the same namespace whose IP is the simulated exporter's."""
-    add_namespaces(server, namespace)
+    GPU, and an exporter pod whose IP is the simulated exporter's: in the same namespace
+    (sidecar-like) or in ``exporter_namespace`` (a DaemonSet in meltguard-system)."""
+    exporter_namespace = exporter_namespace or namespace
+    add_namespaces(server, namespace, exporter_namespace)
     server.create_object(DEPLOYMENTS, deployment(namespace, name, replicas))
     workers = [f"{name}-{index}" for index in range(replicas)]
     for worker in workers:
@@ -348,7 +351,8 @@ def start_fleet(server: ApiServer, namespace: str, name: str, replicas: int, *,
                                        waiting_for_gpu=True))
     exporter = SimulatedExporter(replicas, [f"{namespace}/{worker}" for worker in workers],
                                  host=host).start()
-    server.create_object(PODS, pod(namespace, f"exporter-{name}", EXPORTER_LABELS, ip=host))
+    server.create_object(PODS, pod(exporter_namespace, f"exporter-{name}", EXPORTER_LABELS,
+                                   ip=host))
     return exporter
 
 

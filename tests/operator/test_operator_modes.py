@@ -13,6 +13,7 @@ from operator_harness import (
     CONFIGMAPS,
     POLICIES,
     MeltguardOperator,
+    add_namespaces,
     condition_of,
     events_with,
     eventually,
@@ -103,18 +104,23 @@ async def test_holds_observe_and_report_but_change_nothing(api: ApiServer, hold:
 
 
 async def test_two_policies_in_two_namespaces_all_namespaces(api: ApiServer) -> None:
+    # team-a scrapes a sidecar-like exporter pod of its own namespace; team-b a DaemonSet pod
+    # in meltguard-system whose GPUs are attributed to team-b's pods
     async with start_fleet(api, "team-a", "worker", 2, host="127.0.0.2") as hot, \
-            start_fleet(api, "team-b", "worker", 2, host="127.0.0.3") as calm, \
+            start_fleet(api, "team-b", "worker", 2, host="127.0.0.3",
+                        exporter_namespace="meltguard-system") as calm, \
             MeltguardOperator(api, clusterwide=True):
         api.create_object(POLICIES, policy("team-a", "imagegen", "worker", hot.port,
                                            maxReplicas=2))
-        api.create_object(POLICIES, policy("team-b", "imagegen", "worker", calm.port,
-                                           maxReplicas=2))
+        daemonset = policy("team-b", "imagegen", "worker", calm.port, maxReplicas=2)
+        daemonset["spec"]["telemetry"]["exporter"]["namespace"] = "meltguard-system"
+        api.create_object(POLICIES, daemonset)
         await calm.drill(utilization=0.7, temperatureCelsius=60)
         await hot.heat(throttled=True)
         await eventually(lambda: limit_steps(api, "team-a", QUOTAS)[-1:] == [(0, 200, None)],
                          timeout=20, what="team-a tightened")
         assert status_of(api, "team-b", "imagegen")["phase"] in ("Cool", "Warm")
+        assert status_of(api, "team-b", "imagegen")["gpus"]["total"] == 2
         assert limit_steps(api, "team-b", QUOTAS) == [(3, 200, None)]
         assert events_with(api, "MeltingStarted", "team-a")
         assert not events_with(api, "MeltingStarted", "team-b")
@@ -138,3 +144,16 @@ async def test_conflicts_are_retried_and_api_errors_lose_no_state(api: ApiServer
                          timeout=15, what="the status written once the API recovered")
         assert len(_writes(api, "imagequotapolicies", "status")) >= 3
         await eventually(lambda: events_with(api, "ScaledUp"), what="ScaledUp")
+
+
+async def test_only_the_watched_namespaces_are_reconciled(api: ApiServer) -> None:
+    for namespace in ("watched", "elsewhere"):
+        add_namespaces(api, namespace)
+        api.create_object(POLICIES, policy(namespace, "imagegen", "no-target"))
+    async with MeltguardOperator(api, namespaces=["watched"]):
+        await eventually(lambda: condition_of(api, "watched", "imagegen", "Ready"),
+                         what="the watched policy reconciled")
+        ticks = len(api.request_log)
+        await eventually(lambda: len(api.request_log) > ticks + 10, what="more ticks")
+    assert status_of(api, "elsewhere", "imagegen") == {}
+    assert not any(request.namespace == "elsewhere" for request in api.request_log)
