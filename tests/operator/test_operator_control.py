@@ -56,7 +56,11 @@ async def test_heat_scales_up_within_a_tick_then_hot_then_melting(api: ApiServer
                          what="Melting after sustainSeconds")
         seen = phases(api, NS, "imagegen")
         assert seen.index("Hot") < seen.index("Melting")
-        await eventually(lambda: events_with(api, "MeltingStarted"), what="MeltingStarted")
+        started = await eventually(lambda: events_with(api, "MeltingStarted"),
+                                   what="MeltingStarted")
+        involved = started[0]["involvedObject"]
+        assert (involved["kind"], involved["name"], started[0]["type"]) \
+            == ("ImageQuotaPolicy", "imagegen", "Warning")
         assert events_with(api, "ScaledUp")
         assert status_of(api, NS, "imagegen")["desiredReplicas"] > 2
 
