@@ -47,6 +47,9 @@ async def test_invalid_spec_is_reported_by_field_and_nothing_is_done(api: ApiSer
         assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
         assert "spec.quotas.tiers[1].floor" in ready["message"]
         await eventually(lambda: events(api, "InvalidSpec"), what="a Warning Event")
+        assert [event["type"] for event in events(api, "InvalidSpec")] == ["Warning"]
+        assert not any("invalid spec" in event.get("message", "")
+                       for event in events(api, "Logging"))  # not reported twice
         status = api.stored(POLICIES, NS, "bad")["status"]
         assert status["observedGeneration"] == 1
         # fixing the spec makes it Ready at once, and observedGeneration follows

@@ -120,7 +120,7 @@ async def validate_policy(runtime: Runtime, body: Mapping[str, Any], namespace: 
         parse_spec(body.get("spec"))
     except PolicyInvalid as invalid:
         message = invalid_message(invalid)
-        logger.warning("%s", message)
+        logger.info("%s", message)  # the Warning Event below is posted by hand, not twice
         try:
             await patch_status(client, body,
                                not_ready_status(body, "InvalidSpec", message, reconciler.clock()))
