@@ -76,7 +76,7 @@ def eager_population(window: str = "24h", limit: int = 2, give_up: float = 1.0
     scenario = scenario_with(tiers={"free": eager, "pro": eager})
     tiers = [TierSpec(name="free", limit=limit, window=window), TierSpec(name="pro",
                                                                          unlimited=True)]
-    return UserPopulation(scenario, tiers, seed=0)
+    return UserPopulation(scenario, tiers, seed=0, start=0.0)
 
 
 def test_each_user_gets_the_limit_in_force_then_is_refused() -> None:
@@ -106,7 +106,7 @@ def test_a_limit_of_zero_refuses_new_users_too() -> None:
 
 
 def test_counters_reset_when_the_window_ends() -> None:
-    # 30 s steps and a 60 s window: the counts start over every second step.
+    # 30 s steps from t=0 and a 60 s epoch-aligned window: the counts start over at t=60, 120.
     users = eager_population(window="60s", limit=1, give_up=0.0)  # refused users stay
     limits = np.array([1, UNLIMITED])
     admitted = [users.step(np.array([10, 0]) if i == 0 else np.array([0, 0]), limits)
@@ -130,3 +130,15 @@ def test_a_cap_above_the_baseline_changes_nothing() -> None:
     outcomes = [users.step(np.array([100, 0]) if i == 0 else np.array([0, 0]), limits)
                 for i in range(4)]
     assert [o.admitted.tolist() for o in outcomes] == [[100, 0], [100, 0], [0, 0], [0, 0]]
+
+
+def test_windows_are_the_quota_services_epoch_aligned_ones() -> None:
+    # Starting 30 s into a 60 s window, the first reset comes after one step, not two.
+    eager = {**EAGER, "giveUpProbability": 0.0}
+    scenario = scenario_with(tiers={"free": eager})
+    tiers = [TierSpec(name="free", limit=1, window="60s")]
+    users = UserPopulation(scenario, tiers, seed=0, start=30.0)
+    limits = np.array([1])
+    admitted = [users.step(np.array([10]) if i == 0 else np.array([0]), limits).admitted[0]
+                for i in range(4)]
+    assert admitted == [10, 10, 0, 10]

@@ -14,10 +14,11 @@ Model (all counts are users or images; times in seconds from the start of the si
   ``imagesPerSession``), else the session ends.
 * Each request is checked like the quota service does: a user who has made ``k`` images in
   the tier's current window is allowed while ``k < limit`` (the limit in force, which the
-  strategy may have tightened below the tier's baseline). Windows are fixed, aligned to the
-  start of the simulation. A refused user gives up for the session with probability
-  ``giveUpProbability``, else asks again later. A unit of quota is spent when the request is
-  admitted (an image that later times out is not refunded), and each session is a new user.
+  strategy may have tightened below the tier's baseline). Windows are the quota service's
+  own (:mod:`meltguard.quota.windows`: fixed, aligned to the Unix epoch). A refused user
+  gives up for the session with probability ``giveUpProbability``, else asks again later.
+  A unit of quota is spent when the request is admitted (an image that later times out is
+  not refunded), and each session is a new user.
 
 Users are kept as counts per (tier, images made in the window), so a million users cost no
 more than a thousand: one vector of buckets, updated with a few binomial draws per step.
@@ -32,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meltguard.api.models import TierSpec
+from meltguard.quota.windows import Window
 from meltguard.sim.scenario import Scenario
 
 IntArray = npt.NDArray[np.int64]
@@ -97,22 +99,24 @@ class UserPopulation:
     limit), an unlimited tier one bucket.
     """
 
-    def __init__(self, scenario: Scenario, tiers: list[TierSpec], seed: int) -> None:
+    def __init__(self, scenario: Scenario, tiers: list[TierSpec], seed: int,
+                 start: float) -> None:
         self._rng = np.random.default_rng(seed)
         step = scenario.timing.physics_step_seconds
+        self._step_seconds = step
+        self._start = start
         sizes = [1 if tier.unlimited else (tier.limit or 0) + 1 for tier in tiers]
         self._starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
         self._tier_of_bucket = np.repeat(np.arange(len(tiers)), sizes)
         self._images_made = np.arange(sum(sizes)) - self._starts[self._tier_of_bucket]
         baselines = limits_array(tiers, {})
         self._below_baseline = self._images_made < baselines[self._tier_of_bucket]
-        unlimited = np.array([tier.unlimited for tier in tiers])[self._tier_of_bucket]
-        self._after_image = np.where(unlimited, 0, 1) + np.arange(sum(sizes))
+        self._moves_from, self._moves_to = _bucket_moves(tiers, sizes)
         self._ask, self._keep_going, self._retry = (
             np.array(values)[self._tier_of_bucket] for values in _behaviour(scenario, tiers, step)
         )
-        self._windows = [(int(start), size, max(1, tier.window_seconds // step))
-                         for start, size, tier in zip(self._starts, sizes, tiers, strict=True)]
+        self._windows = [(int(first), size, tier.window_seconds)
+                         for first, size, tier in zip(self._starts, sizes, tiers, strict=True)]
         self._active = np.zeros(sum(sizes), dtype=np.int64)
         self._step_index = 0
 
@@ -126,7 +130,8 @@ class UserPopulation:
         refused = asking - admitted
         shed = np.where(self._below_baseline, refused, 0)
         self._active -= asking
-        self._active[self._after_image] += self._rng.binomial(admitted, self._keep_going)
+        wanting_more = self._rng.binomial(admitted, self._keep_going)
+        self._active[self._moves_to] += wanting_more[self._moves_from]
         self._active += self._rng.binomial(refused, self._retry)
         self._step_index += 1
         return QuotaOutcome(
@@ -136,13 +141,37 @@ class UserPopulation:
         )
 
     def _reset_finished_windows(self) -> None:
+        """Counters start over when the quota service's window changes (epoch-aligned)."""
         if self._step_index == 0:
             return
-        for start, size, window in self._windows:
-            if self._step_index % window == 0:
-                in_session = self._active[start:start + size].sum()
-                self._active[start:start + size] = 0
-                self._active[start] = in_session
+        now = self._start + self._step_index * self._step_seconds
+        before = now - self._step_seconds
+        for first, size, seconds in self._windows:
+            if Window.containing(now, seconds).index != Window.containing(before, seconds).index:
+                in_session = self._active[first:first + size].sum()
+                self._active[first:first + size] = 0
+                self._active[first] = in_session
+
+
+def _bucket_moves(tiers: list[TierSpec], sizes: list[int]) -> tuple[IntArray, IntArray]:
+    """Where a user goes after an image: one bucket up in a limited tier, nowhere else.
+
+    A limited tier's last bucket (users at the baseline) never admits, so it moves nobody;
+    leaving it out keeps the targets distinct, which ``+=`` on an index array needs.
+    """
+    sources: list[int] = []
+    targets: list[int] = []
+    first = 0
+    for tier, size in zip(tiers, sizes, strict=True):
+        buckets = range(first, first + size)
+        if tier.unlimited:
+            sources += buckets
+            targets += buckets
+        else:
+            sources += buckets[:-1]
+            targets += buckets[1:]
+        first += size
+    return np.array(sources, dtype=np.int64), np.array(targets, dtype=np.int64)
 
 
 def _behaviour(scenario: Scenario, tiers: list[TierSpec], step: int

@@ -97,7 +97,8 @@ def safe_capacity_per_second(scenario: Scenario, spec: PolicySpec) -> float:
 
 def baseline_demand(inputs: SharedInputs) -> IntArray:
     """Images users ask for in each step within the baseline limits (all tiers together)."""
-    population = UserPopulation(inputs.scenario, inputs.tiers, inputs.seed + 1)
+    population = UserPopulation(inputs.scenario, inputs.tiers, inputs.seed + 1,
+                                SIMULATION_START)
     limits = limits_array(inputs.tiers, {})
     return np.array([population.step(row, limits).admitted.sum() for row in inputs.arrivals])
 
@@ -200,7 +201,7 @@ def run_strategy(inputs: SharedInputs, strategy: Strategy, progress: Progress | 
     scenario = inputs.scenario
     step = scenario.timing.physics_step_seconds
     steps_per_tick = scenario.timing.control_tick_seconds // step
-    population = UserPopulation(scenario, inputs.tiers, inputs.seed + 1)
+    population = UserPopulation(scenario, inputs.tiers, inputs.seed + 1, SIMULATION_START)
     fleet = SimulatedFleet(scenario.fleet, inputs.policy.spec.melt, len(inputs.tiers), step,
                            inputs.seed + 2)
     recorder = _Recorder(inputs, strategy.name)
