@@ -62,7 +62,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
         prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
-    settings.posting.level = logging.WARNING  # meltguard posts its own Events
+    settings.posting.level = logging.WARNING  # only warnings of kopf's log become Events
     # A stopping policy loop exits within milliseconds (it only closes its telemetry source);
     # wait for that instead of re-checking after the whole grace period.
     settings.background.instant_exit_timeout = 1.0
