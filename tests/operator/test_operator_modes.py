@@ -150,7 +150,7 @@ async def test_only_the_watched_namespaces_are_reconciled(api: ApiServer) -> Non
     for namespace in ("watched", "elsewhere"):
         add_namespaces(api, namespace)
         api.create_object(POLICIES, policy(namespace, "imagegen", "no-target"))
-    async with MeltguardOperator(api, namespaces=["watched"]):
+    async with MeltguardOperator(api, namespaces=["watch*"]):  # a glob, as --namespace takes
         await eventually(lambda: condition_of(api, "watched", "imagegen", "Ready"),
                          what="the watched policy reconciled")
         ticks = len(api.request_log)
