@@ -36,7 +36,7 @@ def test_reads_every_quantity_in_the_exporters_units() -> None:
     assert reading.utilization == 0.42
     assert (reading.memory_used_bytes, reading.memory_total_bytes) == (10 * 2**30, 80 * 2**30)
     assert reading.temperature_celsius == 61.0
-    assert reading.slowdown_temperature_celsius == 88.0  # the field value wins over the threshold
+    assert reading.slowdown_temperature_celsius == 87.0  # the threshold call, where supported
     assert (reading.power_watts, reading.power_limit_watts) == (250.0, 400.0)
     assert reading.throttle_reasons == {"hw_thermal", "sw_power_cap"}
 
@@ -69,9 +69,9 @@ def test_not_supported_optional_readings_are_left_out() -> None:
     assert reading.throttle_reasons == frozenset()
 
 
-def test_slowdown_threshold_falls_back_to_the_older_call() -> None:
-    (reading,) = backend(FakeNvml([FakeGpu("GPU-a", slowdown_field=None)])).read()
-    assert reading.slowdown_temperature_celsius == 87.0
+def test_slowdown_threshold_falls_back_to_the_field_value() -> None:
+    (reading,) = backend(FakeNvml([FakeGpu("GPU-a", slowdown_threshold=None)])).read()
+    assert reading.slowdown_temperature_celsius == 88.0
 
 
 def test_not_supported_core_reading_marks_the_gpu_down() -> None:

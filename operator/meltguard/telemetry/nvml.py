@@ -1,9 +1,10 @@
 """The NVML backend: reads every GPU of the node through ``pynvml`` (nvidia-ml-py).
 
 Calls are the non-deprecated ones: ``nvmlDeviceGetTemperatureV``,
-``nvmlDeviceGetCurrentClocksEventReasons``, and for the slowdown threshold the
-``NVML_FI_DEV_TEMPERATURE_SLOWDOWN_TLIMIT`` field value (NVIDIA's preferred way on Ada and
-later), falling back to ``nvmlDeviceGetTemperatureThreshold`` where the field is not supported.
+``nvmlDeviceGetCurrentClocksEventReasons``, and for the slowdown threshold
+``nvmlDeviceGetTemperatureThreshold``, falling back to the
+``NVML_FI_DEV_TEMPERATURE_SLOWDOWN_TLIMIT`` field value where that call is not supported
+(NVIDIA is moving Ada and later GPUs to field values for temperature limits).
 
 Error policy: NVML missing or failing to initialise raises :class:`BackendUnavailable` (the
 sampler logs it and ``/readyz`` answers 503; initialisation is retried on the next sample).
@@ -128,15 +129,16 @@ class NvmlBackend:
 
     def _slowdown_temperature(self, handle: Any) -> float | None:
         nvml = self._nvml
-        fields = self._optional(
-            nvml.nvmlDeviceGetFieldValues, handle, [nvml.NVML_FI_DEV_TEMPERATURE_SLOWDOWN_TLIMIT]
-        )
-        if fields is not None and fields[0].nvmlReturn == nvml.NVML_SUCCESS:
-            field = fields[0]
-            value = getattr(field.value, _VALUE_MEMBERS.get(field.valueType, "siVal"))
-            if value > 0:
-                return float(value)
         threshold = self._optional(
             nvml.nvmlDeviceGetTemperatureThreshold, handle, nvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
         )
-        return None if threshold is None else float(threshold)
+        if threshold is not None:
+            return float(threshold)
+        fields = self._optional(
+            nvml.nvmlDeviceGetFieldValues, handle, [nvml.NVML_FI_DEV_TEMPERATURE_SLOWDOWN_TLIMIT]
+        )
+        if fields is None or fields[0].nvmlReturn != nvml.NVML_SUCCESS:
+            return None
+        field = fields[0]
+        value = getattr(field.value, _VALUE_MEMBERS.get(field.valueType, "siVal"))
+        return float(value) if value > 0 else None
