@@ -189,3 +189,68 @@ def test_vector_answer_is_parsed() -> None:
     assert parse_vector(answer) == [
         ({"__name__": "meltguard_gpu_up", "uuid": "GPU-1"}, 1.0, 1700000000.5)
     ]
+
+
+async def serve_answer(answer: bytes, status: int = 200) -> tuple[str, object]:
+    from aiohttp import web
+
+    async def query(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=status)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(answer), 8192):
+            await response.write(answer[start : start + 8192])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"http://127.0.0.1:{port}", runner
+
+
+async def test_large_chunked_answer_is_read_whole() -> None:
+    series = [
+        {
+            "metric": {
+                "__name__": name,
+                "uuid": f"GPU-{i}",
+                "namespace": "ns",
+                "pod": f"p{i % 50}",
+            },
+            "value": [1700000000.0, value],
+        }
+        for i in range(3000)
+        for name, value in [
+            ("meltguard_gpu_utilization_ratio", "0.5"),
+            ("meltguard_gpu_temperature_celsius", "60"),
+            ("meltguard_gpu_memory_used_bytes", "1e9"),
+            ("meltguard_gpu_memory_total_bytes", "8e10"),
+            ("meltguard_gpu_up", "1"),
+        ]
+    ]
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": series}})
+    url, runner = await serve_answer(body.encode())
+    source = PrometheusSource(url)
+    try:
+        reading = await source.read([("ns", f"p{i}") for i in range(50)], NOW())
+    finally:
+        await source.close()
+        await runner.cleanup()  # type: ignore[attr-defined]
+    assert len(body) > 1_000_000
+    assert reading.errors == ()
+    assert len(reading.samples) == 3000 and all(s.up for s in reading.samples)
+
+
+async def test_proxy_error_page_is_an_http_status_error() -> None:
+    url, runner = await serve_answer(b"<html>502 Bad Gateway</html>", status=502)
+    source = PrometheusSource(url)
+    try:
+        reading = await source.read([("ns", "p0")], NOW())
+    finally:
+        await source.close()
+        await runner.cleanup()  # type: ignore[attr-defined]
+    assert [(e.reason, "HTTP 502" in e.message) for e in reading.errors] == [("http_status", True)]

@@ -104,16 +104,21 @@ class PrometheusSource:
         try:
             url = f"{self.url}/api/v1/query"
             async with self._session.get(url, params={"query": query}) as response:
-                body = await response.content.read(MAX_ANSWER_BYTES + 1)
-            if len(body) > MAX_ANSWER_BYTES:
-                raise QueryError("too_large", f"{self.url}: answer over {MAX_ANSWER_BYTES} bytes")
+                body = bytearray()
+                async for chunk in response.content.iter_any():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        message = f"{self.url}: answer over {MAX_ANSWER_BYTES} bytes"
+                        raise QueryError("too_large", message)
             answer = json.loads(body)
         except TimeoutError:
             raise QueryError("timeout", f"{self.url}: no answer within {self.timeout:g}s") from None
         except aiohttp.ClientError as error:
             raise QueryError("connection", f"{self.url}: {error}") from None
-        except ValueError as error:
-            raise QueryError("malformed", f"{self.url}: answer is not JSON ({error})") from None
+        except ValueError:
+            reason = "malformed" if response.status == 200 else "http_status"
+            message = f"{self.url}: HTTP {response.status}, answer is not Prometheus JSON"
+            raise QueryError(reason, message) from None
         return parse_vector(answer)
 
     async def close(self) -> None:
