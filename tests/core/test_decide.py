@@ -91,6 +91,24 @@ def test_cooling_ends_melting_and_relaxes_after_interval(spec: PolicySpec) -> No
     assert [d.tiers[1].limit for d in decisions] == [50, 50, 100]
 
 
+def test_cooling_melting_gpus_stop_further_tightening(spec: PolicySpec) -> None:
+    hot = {"reasons": frozenset({"hw_thermal"})}
+    decisions = run(spec, [(NOW, fleet(2, 64, **hot)),
+                           (NOW + 60, fleet(2, 64, at=NOW + 60, util=0.5, temp=60)),
+                           (NOW + 120, fleet(2, 64, at=NOW + 120, util=0.5, temp=60))])
+    assert [d.phase for d in decisions] == ["Melting"] * 3  # cool must hold 120 s
+    assert [d.tiers[0].limit for d in decisions] == [1, 1, 1]
+
+
+def test_no_scale_down_while_quotas_are_tightened() -> None:
+    spec = make_spec(scaling={"scaleDown": {"stabilizationSeconds": 0, "maxStepPercent": 50,
+                                            "periodSeconds": 60}})
+    state = ControllerState(limits=[{"name": "free", "limit": 1}, {"name": "plus", "limit": 200}])
+    decision = decide(spec, state, fleet(8, 8, util=0.1), NOW)
+    assert (decision.desired_replicas, decision.scale_reason) == (8, "ScaleDownBlocked")
+    assert "quotas are tightened" in decision.scale_message
+
+
 def test_restart_from_status_gives_the_same_decisions(spec: PolicySpec) -> None:
     hot = {"reasons": frozenset({"hw_thermal"})}
     ticks = [(NOW + t, fleet(4, 64, at=NOW + t, **hot)) for t in range(0, 300, 15)]

@@ -65,6 +65,7 @@ def test_invariants_hold_on_every_tick(sequence: list[tuple[float, Observation]]
         if decision.desired_replicas < current and current <= SPEC.max_replicas:
             assert decision.gpus.hot == 0 and decision.gpus.stale == 0
             assert observation.pending_replicas == 0
+            assert all(previous_limits[t.name] == t.limit for t in SPEC.quotas.tiers)
         if decision.desired_replicas > current and current >= SPEC.min_replicas:
             assert observation.pending_replicas == 0
         for tier, spec_tier in zip(decision.tiers, SPEC.quotas.tiers, strict=True):

@@ -19,7 +19,7 @@ def test_tightens_first_tier_by_factor_down_to_floor_then_next(spec: PolicySpec)
     last = None
     for minute in range(6):
         now = NOW + 60 * minute
-        step = step_quotas(spec.quotas, memory, "Melting", True, None, last, now)
+        step = step_quotas(spec.quotas, memory, "Melting", True, False, None, last, now)
         memory = list(step.limits)
         if step.change:
             changes.append(step.change)
@@ -34,14 +34,18 @@ def test_tightens_first_tier_by_factor_down_to_floor_then_next(spec: PolicySpec)
 
 
 def test_tighten_waits_for_its_interval(spec: PolicySpec) -> None:
-    step = step_quotas(spec.quotas, limits(free=1, plus=200), "Melting", True, None, NOW - 59,
-                       NOW)
+    step = step_quotas(spec.quotas, limits(free=1, plus=200), "Melting", True, False, None,
+                       NOW - 59, NOW)
     assert step.change is None
 
 
+def test_no_tighten_while_every_melting_gpu_is_already_cooling(spec: PolicySpec) -> None:
+    assert step_quotas(spec.quotas, [], "Melting", True, True, None, None, NOW).change is None
+
+
 def test_no_tighten_while_scaling_can_still_help_or_not_melting(spec: PolicySpec) -> None:
-    assert step_quotas(spec.quotas, [], "Melting", False, None, None, NOW).change is None
-    assert step_quotas(spec.quotas, [], "Hot", True, None, None, NOW).change is None
+    assert step_quotas(spec.quotas, [], "Melting", False, False, None, None, NOW).change is None
+    assert step_quotas(spec.quotas, [], "Hot", True, False, None, None, NOW).change is None
 
 
 def test_relax_gives_back_last_tightened_tier_first_in_steps_of_baseline_share() -> None:
@@ -52,7 +56,7 @@ def test_relax_gives_back_last_tightened_tier_first_in_steps_of_baseline_share()
     last = NOW - 300
     for step_index in range(8):
         now = NOW + 300 * step_index
-        step = step_quotas(spec.quotas, memory, "Cool", False, calm_since, last, now)
+        step = step_quotas(spec.quotas, memory, "Cool", False, False, calm_since, last, now)
         memory = list(step.limits)
         if step.change:
             changes.append((step.change.tier, step.change.new))
@@ -64,17 +68,18 @@ def test_relax_gives_back_last_tightened_tier_first_in_steps_of_baseline_share()
 
 def test_relax_waits_for_calm_to_last_an_interval(spec: PolicySpec) -> None:
     memory = limits(free=0, plus=200)
-    assert step_quotas(spec.quotas, memory, "Warm", False, NOW - 299, None, NOW).change is None
-    relaxed = step_quotas(spec.quotas, memory, "Warm", False, NOW - 300, None, NOW).change
+    held = step_quotas(spec.quotas, memory, "Warm", False, False, NOW - 299, None, NOW).change
+    assert held is None
+    relaxed = step_quotas(spec.quotas, memory, "Warm", False, False, NOW - 300, None, NOW).change
     assert relaxed == QuotaChange("free", 0, 1, "relax")
 
 
 def test_telemetry_loss_holds_or_tightens_as_configured() -> None:
     hold = make_spec()
-    assert step_quotas(hold.quotas, [], "Unknown", False, None, None, NOW).change is None
+    assert step_quotas(hold.quotas, [], "Unknown", False, False, None, None, NOW).change is None
     tighten = make_spec(quotas={**hold.quotas.model_dump(by_alias=True),
                                 "onTelemetryLoss": "tighten"})
-    change = step_quotas(tighten.quotas, [], "Unknown", False, None, None, NOW).change
+    change = step_quotas(tighten.quotas, [], "Unknown", False, False, None, None, NOW).change
     assert change == QuotaChange("free", 3, 1, "tighten")
 
 

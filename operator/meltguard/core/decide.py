@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from meltguard.api.models import PolicySpec
+from meltguard.api.models import PolicySpec, TierSpec
 from meltguard.core.observation import Observation
-from meltguard.core.quotas import QuotaChange, QuotaStep, step_quotas
+from meltguard.core.quotas import QuotaChange, QuotaStep, limits_in_force, step_quotas
 from meltguard.core.replicas import (
     WITHIN_RANGE,
     Limited,
@@ -123,6 +123,7 @@ def decide(
         state.limits,
         thermal.phase,
         _scaling_cannot_help(spec, observation, policy_melting_since, now),
+        thermal.melting > 0 and thermal.cooling == thermal.melting,
         calm_since,
         state.last_quota_change_time,
         now,
@@ -192,20 +193,30 @@ def _recommend_replicas(
                                                       scaling.scale_up, now))
     history = remember_recommendation(state.recommendations, recommended, scaling, now)
     proposal = stabilize(current, recommended, state.recommendations, scaling, now)
-    proposal = _meltguard_holds(proposal, current, pending, thermal)
+    tightened = any(entry.limit < (tier.limit or 0) for tier, entry in
+                    zip(_limited_tiers(spec), limits_in_force(spec.quotas.tiers, state.limits),
+                        strict=True))
+    proposal = _meltguard_holds(proposal, current, pending, thermal, tightened)
     limited = bound(current, proposal, state.scale_events, scaling, spec.min_replicas,
                     spec.max_replicas, now)
     return limited, history
 
 
+def _limited_tiers(spec: PolicySpec) -> list[TierSpec]:
+    return [tier for tier in spec.quotas.tiers if tier.limit is not None]
+
+
 def _meltguard_holds(proposal: Limited, current: int, pending: int,
-                     thermal: FleetThermal) -> Limited:
-    """No scale-down while anything is hot, stale or pending; no scale-up over Pending pods."""
+                     thermal: FleetThermal, quotas_tightened: bool) -> Limited:
+    """No scale-down while anything is hot, stale or pending, or while users are still being
+    refused by tightened quotas (capacity goes back only after the quotas did); no scale-up
+    over Pending pods."""
     if proposal.replicas < current:
         blockers = [
             f"{thermal.hot} GPUs hot" if thermal.hot else "",
             f"{thermal.stale} GPU samples stale" if thermal.stale else "",
             f"{pending} pods pending" if pending else "",
+            "quotas are tightened" if quotas_tightened else "",
         ]
         why = ", ".join(b for b in blockers if b)
         if why:

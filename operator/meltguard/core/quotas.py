@@ -4,6 +4,8 @@
   (at maxReplicas, pods pending for lack of GPUs, or melting for longer than ``graceSeconds``),
   or while telemetry is lost and ``onTelemetryLoss: tighten``, every ``tighten.intervalSeconds``
   the FIRST tier still above its floor gets ``floor(limit x factor)``, never under its floor.
+  Not while every melting GPU is already cooling: the last cut is working, and a melting GPU
+  stays Melting for ``cool.sustainSeconds`` after it cooled, so cutting on would overshoot.
 * Relax (additive increase): once the phase has been Cool or Warm for ``relax.intervalSeconds``,
   every ``relax.intervalSeconds`` the LAST tier below its baseline gets
   ``max(1, ceil(baseline x stepPercent / 100))`` back, up to its baseline.
@@ -92,13 +94,14 @@ def step_quotas(
     remembered: Sequence[TierLimit],
     phase: StatePhase,
     scaling_cannot_help: bool,
+    all_cooling: bool,
     calm_since: float | None,
     last_change: float | None,
     now: float,
 ) -> QuotaStep:
     """The limits for this tick: tighten, relax or hold (see the module docstring)."""
     limits = limits_in_force(quotas.tiers, remembered)
-    shed = (phase == "Melting" and scaling_cannot_help) or (
+    shed = (phase == "Melting" and scaling_cannot_help and not all_cooling) or (
         phase == "Unknown" and quotas.on_telemetry_loss == "tighten"
     )
     change = None

@@ -7,6 +7,7 @@ A GPU is, on each tick:
 * **Melting** when it has been hot for ``melt.sustainSeconds``, or a throttle reason listed in
   ``melt.throttleReasons`` is active right now. A melting GPU stays Melting until the ``cool``
   thresholds have held for ``cool.sustainSeconds`` (hysteresis: no flapping at the line).
+  Such a GPU whose cool thresholds hold (its cool timer runs) is counted as ``cooling``.
 * **Hot** when any ``melt`` threshold is crossed (temperature, utilization, memory).
 * **Warm** when its utilization is above the scaling target, else **Cool**.
 
@@ -34,6 +35,7 @@ class FleetThermal:
     melting: int
     stale: int
     warm: int
+    cooling: int
     max_temperature_celsius: float | None
     mean_utilization: float | None
     hot_since: dict[str, float]
@@ -97,7 +99,7 @@ def assess_fleet(
     melting_since: dict[str, float] = {}
     cool_since: dict[str, float] = {}
     oldest_fresh = now - stale_after_seconds
-    fresh = hot = melting = warm = stale = 0
+    fresh = hot = melting = warm = stale = cooling = 0
     utilization_sum = 0.0
     max_temperature = float("-inf")
 
@@ -125,6 +127,7 @@ def assess_fleet(
             if now - cooling_from < cool_sustain:
                 melting_since[uuid] = old_melting[uuid]
                 cool_since[uuid] = cooling_from
+                cooling += 1
                 melting += 1
                 hot += 1
                 continue
@@ -158,6 +161,7 @@ def assess_fleet(
         melting=melting,
         stale=stale,
         warm=warm,
+        cooling=cooling,
         max_temperature_celsius=max_temperature if fresh else None,
         mean_utilization=utilization_sum / fresh if fresh else None,
         hot_since=hot_since,
