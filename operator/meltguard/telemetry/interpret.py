@@ -407,6 +407,8 @@ class PageReader:
 
     def read(self, page: bytes) -> Collected:
         lines = page.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()  # the page's final newline
         if b"" in lines:
             lines = [line for line in lines if line]
         return self._read_known(lines) or self._learn(lines)
