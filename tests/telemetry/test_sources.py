@@ -293,6 +293,25 @@ async def test_discovery_failure_marks_known_gpus_lost(page_server: PageServer) 
     assert second.samples == ()
     assert second.lost_gpus == {s.uuid for s in first.samples}
     assert [e.reason for e in second.errors] == ["discovery"]
+    assert "API server unreachable" in second.errors[0].message
+
+
+async def test_hung_discovery_is_bounded() -> None:
+    import asyncio
+
+    async def hung(namespace: str, labels: Mapping[str, str], port: int) -> list[str]:
+        await asyncio.sleep(30)
+        return []
+
+    source = ScrapeSource(EXPORTER_SCHEMA, "ns", {}, 9400, hung, discovery_timeout=0.2)
+    started = time.monotonic()
+    try:
+        reading = await source.read([POD], NOW)
+    finally:
+        await source.close()
+    assert time.monotonic() - started < 2
+    assert [e.reason for e in reading.errors] == ["discovery"]
+    assert "no endpoint list within 0.2s" in reading.errors[0].message
 
 
 async def test_create_source_follows_the_policy_spec() -> None:

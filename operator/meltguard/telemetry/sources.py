@@ -24,6 +24,7 @@ so this package needs no Kubernetes client.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections import Counter
@@ -126,8 +127,10 @@ class ScrapeSource:
         port: int,
         list_endpoints: ListEndpoints,
         scraper: Scraper | None = None,
+        discovery_timeout: float = 10.0,
     ) -> None:
         self.schema = schema
+        self.discovery_timeout = discovery_timeout
         self.namespace = namespace
         self.match_labels = dict(match_labels)
         self.port = port
@@ -140,7 +143,11 @@ class ScrapeSource:
     async def read(self, pods: Pods, now: float) -> TelemetryReading:
         pods = frozenset(pods)
         try:
-            endpoints = await self._list_endpoints(self.namespace, self.match_labels, self.port)
+            async with asyncio.timeout(self.discovery_timeout):
+                endpoints = await self._list_endpoints(self.namespace, self.match_labels, self.port)
+        except TimeoutError:
+            message = f"no endpoint list within {self.discovery_timeout:g}s"
+            return self._discovery_failed(TimeoutError(message), pods)
         except Exception as error:  # the operator's lookup failing must not stop the tick
             return self._discovery_failed(error, pods)
         pages = await self._scraper.fetch_all(endpoints)
