@@ -65,7 +65,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval", type=float, default=1.0, help="seconds between GPU samples (default 1)"
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging level (default INFO)",
+    )
 
 
 class UsageError(ValueError):
@@ -105,7 +111,7 @@ def _attribution(args: argparse.Namespace) -> Attribution:
 def run(args: argparse.Namespace) -> int:
     """Start the exporter and serve until interrupted; 2 on a usage error."""
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from aiohttp import web
 
