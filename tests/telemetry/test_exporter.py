@@ -172,6 +172,7 @@ def test_nvml_mode_refuses_drills_and_reports_missing_nvml() -> None:
         (["--simulate", "2", "--attach", "ns-without-pod"], "is not NAMESPACE/POD"),
         (["--simulate", "0"], "at least 1 GPU"),
         (["--attribution", "sidecar"], "needs --pod-name and --pod-namespace"),
+        (["--simulate", "1", "--port", "70000"], "--port must be 1..65535"),
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(flags: list[str], message: str) -> None:
@@ -181,6 +182,14 @@ def test_usage_errors_exit_2_with_a_clear_message(flags: list[str], message: str
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(simulated_exporter: RunningExporter) -> None:
+    command = [MELTGUARD, "exporter", "--simulate", "1", "--host", "127.0.0.1"]
+    command += ["--port", str(simulated_exporter.port)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{simulated_exporter.port}" in result.stderr
 
 
 def test_sidecar_exporter_labels_every_gpu_with_its_own_pod() -> None:

@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--simulate needs at least 1 GPU, got {args.simulate}")
         if args.interval <= 0:
             raise UsageError(f"--interval must be positive, got {args.interval}")
+        if not 0 < args.port < 65536:
+            raise UsageError(f"--port must be 1..65535, got {args.port}")
         attribution = _attribution(args)
     except ValueError as error:
         print(f"meltguard exporter: {error}", file=sys.stderr)
@@ -132,5 +134,12 @@ def run(args: argparse.Namespace) -> int:
     simulated = SimulatedBackend(args.simulate, args.node) if args.simulate is not None else None
     backend = simulated if simulated is not None else NvmlBackend()
     app = create_app(Sampler(backend, attribution, args.interval), args.node, simulated)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    try:
+        web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    except OSError as error:
+        print(
+            f"meltguard exporter: cannot listen on {args.host}:{args.port}: {error}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
