@@ -221,8 +221,10 @@ class Collected:
     def merge(cls, schema: Schema, parts: Iterable[Collected]) -> Collected:
         """One table of several reads (e.g. every endpoint's page), so checks run once."""
         merged = cls(schema, [])
+        present: list[int] = []
         for part in parts:
             offset = len(merged.identities)
+            present.extend(row + offset for row in part.present_rows())
             merged.identities.extend(part.identities)
             merged.values.extend(part.values)
             merged.reasons.update({row + offset: r for row, r in part.reasons.items()})
@@ -230,6 +232,7 @@ class Collected:
             merged.rejected.update(part.rejected)
             merged.good_lines += part.good_lines
             merged.bad_lines += part.bad_lines
+        merged._present = present
         return merged
 
     def samples(self, pods: Collection[tuple[str, str]], sampled_at: float) -> list[GpuSample]:
