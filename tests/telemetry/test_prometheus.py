@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -99,7 +99,7 @@ def wait_for(
 
 
 def without_time(samples: tuple[GpuSample, ...]) -> dict[str, GpuSample]:
-    return {s.uuid: replace(s, sampled_at=0.0) for s in samples}
+    return {s.uuid: s._replace(sampled_at=0.0) for s in samples}
 
 
 @pytest.mark.slow

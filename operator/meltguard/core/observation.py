@@ -7,6 +7,7 @@ all produce these plain values, so the decision core never knows where they came
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 #: Throttle reasons as the exporter labels them (``meltguard_gpu_throttled{reason=...}``),
 #: mapped to the NVML names used in ``spec.melt.throttleReasons``.
@@ -20,9 +21,9 @@ THROTTLE_REASON_NVML_NAMES: dict[str, str] = {
 NVML_NAME_THROTTLE_REASONS: dict[str, str] = {v: k for k, v in THROTTLE_REASON_NVML_NAMES.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class GpuSample:
-    """One reading of one GPU.
+class GpuSample(NamedTuple):
+    """One reading of one GPU (immutable; a NamedTuple because telemetry builds one per GPU
+    per tick, and it constructs about four times faster than a frozen dataclass).
 
     ``utilization`` is the SM busy share 0..1; temperatures in Celsius; memory in bytes;
     power in watts; ``sampled_at`` in seconds since the epoch. ``throttle_reasons`` holds
@@ -42,7 +43,7 @@ class GpuSample:
     slowdown_temperature_celsius: float | None = None
     power_watts: float | None = None
     power_limit_watts: float | None = None
-    throttle_reasons: frozenset[str] = field(default_factory=frozenset)
+    throttle_reasons: frozenset[str] = frozenset()
     model: str = ""
     up: bool = True
 

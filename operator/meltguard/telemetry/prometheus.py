@@ -15,7 +15,6 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -131,4 +130,4 @@ def _stamped(sample: GpuSample, scraped_at: float | None, now: float) -> GpuSamp
     """The sample with its GPU's last scrape time, where Prometheus knows it."""
     if scraped_at is None or not math.isfinite(scraped_at):
         return sample
-    return replace(sample, sampled_at=min(scraped_at, now))
+    return sample._replace(sampled_at=min(scraped_at, now))
