@@ -17,7 +17,7 @@ from operator_harness import (
     add_namespaces,
     condition_of,
     eventually,
-    free_port,
+    free_ports,
     policy,
     server_url,
     versions,
@@ -79,13 +79,15 @@ async def test_operator_process_peers_serves_metrics_liveness_and_stops_on_sigte
     add_namespaces(api, NS)
     api.create_object(PEERINGS, {"metadata": {"name": "meltguard", "namespace": NS}})
     api.create_object(POLICIES, policy(NS, "imagegen", "missing-worker"))
-    metrics_port, liveness_port = free_port(), free_port()
+    metrics_port, liveness_port = free_ports(2)
+    log = tmp_path / "operator.log"
     env = {"KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", server_url(api))),
            "PATH": "/usr/bin:/bin"}
     process = subprocess.Popen(
         [sys.executable, "-m", "meltguard.cli", "operator", "--namespace", NS,
          "--peering", "meltguard", "--priority", "5", "--metrics-port", str(metrics_port),
-         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz"], env=env)
+         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz"], env=env,
+        stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         await eventually(lambda: condition_of(api, NS, "imagegen", "Ready").get("reason")
                          == "TargetNotFound", timeout=30, what="the policy reconciled")
@@ -103,6 +105,9 @@ async def test_operator_process_peers_serves_metrics_liveness_and_stops_on_sigte
         peers = [peer for version in versions(api, PEERINGS, NS, "meltguard")
                  for peer in (version.get("status") or {}).values() if peer]
         assert peers and all(peer["priority"] == 5 for peer in peers)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\n--- the operator's log ---\n"
+                             f"{log.read_text()[-4000:]}") from failure
     finally:
         if process.poll() is None:
             process.kill()
