@@ -24,19 +24,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand whose module is importable."""
+    """The top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="meltguard",
         description="Keeps GPU inference fleets from melting: scaling and per-tier quota shedding.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # that area is not built yet
+        module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=help_text, description=help_text)
         module.configure(sub)
         sub.set_defaults(run=module.run)
