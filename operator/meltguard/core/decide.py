@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from meltguard.api.models import PolicySpec, TierSpec
+from meltguard.api.models import PolicySpec
 from meltguard.core.observation import Observation
-from meltguard.core.quotas import QuotaChange, QuotaStep, limits_in_force, step_quotas
+from meltguard.core.quotas import QuotaChange, QuotaStep, any_tightened, step_quotas
 from meltguard.core.replicas import (
     WITHIN_RANGE,
     Limited,
@@ -193,17 +193,11 @@ def _recommend_replicas(
                                                       scaling.scale_up, now))
     history = remember_recommendation(state.recommendations, recommended, scaling, now)
     proposal = stabilize(current, recommended, state.recommendations, scaling, now)
-    tightened = any(entry.limit < (tier.limit or 0) for tier, entry in
-                    zip(_limited_tiers(spec), limits_in_force(spec.quotas.tiers, state.limits),
-                        strict=True))
-    proposal = _meltguard_holds(proposal, current, pending, thermal, tightened)
+    proposal = _meltguard_holds(proposal, current, pending, thermal,
+                                any_tightened(spec.quotas.tiers, state.limits))
     limited = bound(current, proposal, state.scale_events, scaling, spec.min_replicas,
                     spec.max_replicas, now)
     return limited, history
-
-
-def _limited_tiers(spec: PolicySpec) -> list[TierSpec]:
-    return [tier for tier in spec.quotas.tiers if tier.limit is not None]
 
 
 def _meltguard_holds(proposal: Limited, current: int, pending: int,

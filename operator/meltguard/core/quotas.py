@@ -56,6 +56,13 @@ def limits_in_force(tiers: Sequence[TierSpec], remembered: Sequence[TierLimit]) 
     return result
 
 
+def any_tightened(tiers: Sequence[TierSpec], remembered: Sequence[TierLimit]) -> bool:
+    """Whether any limited tier's limit in force is below its baseline."""
+    baselines = {tier.name: tier.limit for tier in tiers}
+    return any(entry.limit < (baselines[entry.name] or 0)
+               for entry in limits_in_force(tiers, remembered))
+
+
 def _tighten(
     tiers: Sequence[TierSpec], limits: list[TierLimit], factor: float
 ) -> QuotaChange | None:
