@@ -137,3 +137,99 @@ async def test_connections_to_endpoints_no_longer_asked_for_are_closed() -> None
         for server in servers:
             server.close()
             await server.wait_closed()
+
+
+class _CountingServer:
+    """Answers each request after ``delay`` seconds, counting requests in flight at once;
+    ``hung_up`` is set once a client closes its connection."""
+
+    def __init__(self, delays: list[float]) -> None:
+        self.delays = delays
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.hung_up = asyncio.Event()
+        self.servers: list[asyncio.Server] = []
+
+    async def start(self) -> list[str]:
+        for delay in self.delays:
+            server = await asyncio.start_server(
+                lambda r, w, delay=delay: self._handle(r, w, delay), "127.0.0.1", 0
+            )
+            self.servers.append(server)
+        return [f"127.0.0.1:{server.sockets[0].getsockname()[1]}" for server in self.servers]
+
+    async def _handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float
+    ) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                try:  # wait out the delay, unless the client hangs up first
+                    await asyncio.wait_for(reader.read(1), timeout=delay)
+                    break
+                except TimeoutError:
+                    pass
+                finally:
+                    self.in_flight -= 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nup 1\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        self.hung_up.set()
+        writer.close()
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+async def test_requests_in_flight_stay_within_the_bound_each_with_its_own_timeout() -> None:
+    server = _CountingServer([0.3] * 6)
+    endpoints = await server.start()
+    scraper = Scraper(timeout=0.5, concurrency=2)
+    try:
+        started = asyncio.get_running_loop().time()
+        pages = await scraper.fetch_all(endpoints)
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        await scraper.close()
+        await server.stop()
+    # three rounds of two: every request took 0.3 s of its own 0.5 s, none timed out
+    assert pages == {endpoint: b"up 1\n" for endpoint in endpoints}
+    assert server.most_in_flight == 2
+    assert elapsed >= 0.85
+
+
+async def test_a_hung_endpoint_times_out_while_the_others_are_served() -> None:
+    server = _CountingServer([30.0, 0.0, 0.0, 0.0, 0.0])
+    hung, *others = await server.start()
+    scraper = Scraper(timeout=0.5, concurrency=2)
+    try:
+        started = asyncio.get_running_loop().time()
+        pages = await scraper.fetch_all([hung, *others])
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        await scraper.close()
+        await server.stop()
+    failure = pages.pop(hung)
+    assert isinstance(failure, ScrapeError) and failure.reason == "timeout"
+    assert str(failure) == f"{hung}: no answer within 0.5s"
+    assert pages == {endpoint: b"up 1\n" for endpoint in others}
+    assert elapsed < 2.0
+
+
+async def test_a_cancelled_scrape_hangs_up_its_connections() -> None:
+    server = _CountingServer([30.0])
+    endpoints = await server.start()
+    scraper = Scraper(timeout=60.0)
+    fetching = asyncio.create_task(scraper.fetch_all(endpoints))
+    try:
+        while server.in_flight == 0:
+            await asyncio.sleep(0.01)
+        fetching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fetching
+        await asyncio.wait_for(server.hung_up.wait(), timeout=5)
+    finally:
+        await scraper.close()
+        await server.stop()

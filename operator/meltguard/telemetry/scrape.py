@@ -14,7 +14,7 @@ a hard cap on page size checked before a body is buffered. Anything else a serve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 MAX_PAGE_BYTES = 10 * 1024 * 1024
@@ -156,58 +156,216 @@ class _ResponseParser:
         return Response(self.status, self.headers, body, keep)
 
 
+Answer = Callable[["Response | Exception"], None]
+
+
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
+    """One keep-alive connection carrying one request at a time.
+
+    The answer (a :class:`Response`, or the exception that ended the exchange) goes to the
+    callback given with the request, exactly once; :meth:`abandon` withdraws it.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.closed = False
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[Response] | None = None
         self._parser = _ResponseParser(max_bytes)
+        self._on_answer: Answer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
-    async def get(self, request: bytes) -> Response:
+    def request(self, request: bytes, on_answer: Answer) -> None:
         assert self._transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._on_answer = on_answer
         self._parser = _ResponseParser(self.max_bytes)
         self._transport.write(request)
-        return await self._waiter
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._on_answer is None:
             self.close()  # bytes nobody asked for: this connection is out of step
             return
         try:
             response = self._parser.feed(self._buffer)
         except (ValueError, ScrapeError) as error:
-            waiter.set_exception(error)
             self.close()
+            self._answer(error)
             return
         if response is not None:
-            waiter.set_result(response)
+            self._answer(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._on_answer is None:
             return
         if self._parser.mode == "close":
-            waiter.set_result(self._parser.finish_at_close(self._buffer))
+            self._answer(self._parser.finish_at_close(self._buffer))
         elif not self._parser.started and not self._buffer:
-            waiter.set_exception(_StaleConnection("closed before answering"))
+            self._answer(_StaleConnection("closed before answering"))
         else:
-            waiter.set_exception(ValueError("connection closed mid-response"))
+            self._answer(ValueError("connection closed mid-response"))
+
+    def _answer(self, outcome: Response | Exception) -> None:
+        on_answer, self._on_answer = self._on_answer, None
+        if on_answer is not None:
+            on_answer(outcome)
+
+    def abandon(self) -> None:
+        """Give up on the request in flight: no answer will be reported."""
+        self._on_answer = None
+        self.close()
 
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
             self._transport.close()
+
+
+class _Fetch:
+    """One endpoint's request within a :class:`_Batch`, driven by callbacks, not a task.
+
+    ``deadline`` (loop time) bounds connect plus answer; the batch enforces it. A
+    kept-alive connection that the server closed before answering is retried once on a
+    new connection.
+    """
+
+    def __init__(self, batch: _Batch, endpoint: str) -> None:
+        self.batch = batch
+        self.endpoint = endpoint
+        self.scraper = batch.scraper
+        self.finished = False
+        self.connection: _Connection | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.deadline = batch.loop.time() + self.scraper.timeout
+
+    def start(self) -> None:
+        idle = self.scraper.take_idle(self.endpoint)
+        if idle is not None:
+            self.connection = idle
+            idle.request(self.scraper.request_for(self.endpoint), self._answered_on_kept)
+        else:
+            self.connecting = self.batch.loop.create_task(self._connect())
+
+    def _answered_on_kept(self, outcome: Response | Exception) -> None:
+        if isinstance(outcome, _StaleConnection):
+            self.connecting = self.batch.loop.create_task(self._connect())
+        else:
+            self._answered(outcome)
+
+    async def _connect(self) -> None:
+        try:
+            host, port = split_endpoint(self.endpoint)
+            _, connection = await self.batch.loop.create_connection(
+                lambda: _Connection(self.scraper.max_bytes), host, port
+            )
+        except (OSError, ValueError) as error:
+            self._finish(error)
+            return
+        self.connecting = None
+        self.connection = connection
+        connection.request(self.scraper.request_for(self.endpoint), self._answered)
+
+    def _answered(self, outcome: Response | Exception) -> None:
+        connection = self.connection
+        assert connection is not None
+        if isinstance(outcome, Response) and outcome.keep_alive and not connection.closed:
+            self.scraper.keep_idle(self.endpoint, connection)
+        else:
+            connection.close()
+        if isinstance(outcome, _StaleConnection):
+            outcome = ValueError("connection closed without an answer")
+        self._finish(outcome)
+
+    def time_out(self) -> None:
+        self.abandon()
+        self._finish(TimeoutError())
+
+    def abandon(self) -> None:
+        """Stop waiting: close the connection, stop connecting."""
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if self.connection is not None:
+            self.connection.abandon()
+
+    def _finish(self, outcome: Response | Exception) -> None:
+        if not self.finished:
+            self.finished = True
+            self.batch.finish(self.endpoint, self.scraper.page_or_error(self.endpoint, outcome))
+
+
+class _Batch:
+    """One :meth:`Scraper.fetch_all`: keeps up to ``concurrency`` requests in flight, each
+    answer starting the next endpoint's request.
+
+    Every request gets the same timeout and requests start in order, so the oldest one in
+    flight has the nearest deadline: one timer, set for it, serves them all (a timer per
+    request cost more than the rest of the event loop's work per page).
+    """
+
+    def __init__(self, scraper: Scraper, endpoints: list[str]) -> None:
+        self.scraper = scraper
+        self.loop = asyncio.get_running_loop()
+        self.results: dict[str, bytes | ScrapeError] = {}
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self._waiting = iter(endpoints)
+        #: in start order, so the first one has the nearest deadline
+        self._in_flight: dict[str, _Fetch] = {}
+        self._starting = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def run(self, concurrency: int) -> dict[str, bytes | ScrapeError]:
+        for _ in range(concurrency):
+            if not self._start_next():
+                break
+        self._check_done()
+        self._watch_deadlines()
+        try:
+            await self.done
+        except asyncio.CancelledError:
+            for fetch in self._in_flight.values():
+                fetch.abandon()
+            raise
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+        return self.results
+
+    def _watch_deadlines(self) -> None:
+        """Time out every request past its deadline, then wake again at the next one."""
+        now = self.loop.time()
+        while self._in_flight:
+            oldest = next(iter(self._in_flight.values()))
+            if oldest.deadline > now:
+                self._timer = self.loop.call_at(oldest.deadline, self._watch_deadlines)
+                return
+            oldest.time_out()
+
+    def _start_next(self) -> bool:
+        endpoint = next(self._waiting, None)
+        if endpoint is None:
+            return False
+        fetch = self._in_flight[endpoint] = _Fetch(self, endpoint)
+        fetch.start()
+        return True
+
+    def finish(self, endpoint: str, outcome: bytes | ScrapeError) -> None:
+        self.results[endpoint] = outcome
+        del self._in_flight[endpoint]
+        if not self._starting:  # an answer given while starting must not recurse
+            self._starting = True
+            try:
+                while len(self._in_flight) < self.scraper.concurrency and self._start_next():
+                    pass
+            finally:
+                self._starting = False
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if not self._in_flight and not self.done.done():
+            self.done.set_result(None)
 
 
 class Scraper:
@@ -229,81 +387,59 @@ class Scraper:
     async def fetch_all(self, endpoints: Iterable[str]) -> dict[str, bytes | ScrapeError]:
         """Every endpoint's page or its error; never raises for one endpoint's failure.
 
-        ``concurrency`` workers share one queue of endpoints (cheaper than a semaphore,
-        whose release scans every waiter), so at most that many requests are in flight.
+        At most ``concurrency`` requests are in flight. Requests are driven by protocol
+        callbacks, with no task and no timer of their own (see :class:`_Batch`), so a page
+        costs the event loop little more than its write and its read.
         """
         endpoints = list(dict.fromkeys(endpoints))
         for gone in self._idle.keys() - set(endpoints):
             self._idle.pop(gone).close()  # that endpoint is no longer asked for
-        results: dict[str, bytes | ScrapeError] = {}
-        queue = iter(endpoints)
-
-        async def worker() -> None:
-            for endpoint in queue:
-                results[endpoint] = await self._fetch_or_error(endpoint)
-
-        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(endpoints)))))
+        results = await _Batch(self, endpoints).run(self.concurrency)
         return {endpoint: results[endpoint] for endpoint in endpoints}
-
-    async def _fetch_or_error(self, endpoint: str) -> bytes | ScrapeError:
-        try:
-            return await self.fetch(endpoint)
-        except ScrapeError as error:
-            return error
 
     async def fetch(self, endpoint: str) -> bytes:
         """One page's body; raises :class:`ScrapeError`."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                response = await self._get(endpoint)
-        except ScrapeError as error:
-            raise ScrapeError(error.reason, f"{endpoint}: {error}") from None
-        except TimeoutError:
-            message = f"{endpoint}: no answer within {self.timeout:g}s"
-            raise ScrapeError("timeout", message) from None
-        except ValueError as error:
-            raise ScrapeError("protocol", f"{endpoint}: {error}") from None
-        except OSError as error:
-            reason = "refused" if isinstance(error, ConnectionRefusedError) else "connection"
-            raise ScrapeError(reason, f"{endpoint}: {error.strerror or error}") from None
-        if response.status != 200:
-            raise ScrapeError("http_status", f"{endpoint}: HTTP {response.status}")
-        if response.headers.get("content-encoding", "identity").lower() != "identity":
-            raise ScrapeError("protocol", f"{endpoint}: unrequested content encoding")
-        return response.body
+        outcome = (await _Batch(self, [endpoint]).run(1))[endpoint]
+        if isinstance(outcome, ScrapeError):
+            raise outcome
+        return outcome
 
-    async def _get(self, endpoint: str) -> Response:
-        request = (
+    def request_for(self, endpoint: str) -> bytes:
+        return (
             f"GET {self.path} HTTP/1.1\r\nHost: {endpoint}\r\nAccept: text/plain\r\n"
             "Accept-Encoding: identity\r\nUser-Agent: meltguard\r\n\r\n"
         ).encode()
-        idle = self._idle.pop(endpoint, None)
-        if idle is not None and not idle.closed:
-            try:
-                return await self._exchange(endpoint, idle, request)
-            except _StaleConnection:
-                pass  # the server closed an idle keep-alive connection: retry on a new one
-        host, port = split_endpoint(endpoint)
-        loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(
-            lambda: _Connection(self.max_bytes), host, port
-        )
-        try:
-            return await self._exchange(endpoint, connection, request)
-        except _StaleConnection:
-            raise ValueError("connection closed without an answer") from None
 
-    async def _exchange(self, endpoint: str, connection: _Connection, request: bytes) -> Response:
-        try:
-            response = await connection.get(request)
-        except BaseException:
+    def page_or_error(self, endpoint: str, outcome: Response | Exception) -> bytes | ScrapeError:
+        """The page of a good answer; a :class:`ScrapeError` naming the endpoint else."""
+        if isinstance(outcome, ScrapeError):
+            return ScrapeError(outcome.reason, f"{endpoint}: {outcome}")
+        if isinstance(outcome, TimeoutError):
+            return ScrapeError("timeout", f"{endpoint}: no answer within {self.timeout:g}s")
+        if isinstance(outcome, ValueError):
+            return ScrapeError("protocol", f"{endpoint}: {outcome}")
+        if isinstance(outcome, OSError):
+            reason = "refused" if isinstance(outcome, ConnectionRefusedError) else "connection"
+            return ScrapeError(reason, f"{endpoint}: {outcome.strerror or outcome}")
+        if not isinstance(outcome, Response):
+            return ScrapeError("connection", f"{endpoint}: {outcome!r}")
+        if outcome.status != 200:
+            return ScrapeError("http_status", f"{endpoint}: HTTP {outcome.status}")
+        if outcome.headers.get("content-encoding", "identity").lower() != "identity":
+            return ScrapeError("protocol", f"{endpoint}: unrequested content encoding")
+        return outcome.body
+
+    def take_idle(self, endpoint: str) -> _Connection | None:
+        """The endpoint's kept-alive connection, if it has one still open."""
+        idle = self._idle.pop(endpoint, None)
+        return idle if idle is not None and not idle.closed else None
+
+    def keep_idle(self, endpoint: str, connection: _Connection) -> None:
+        """Keep a connection for the endpoint's next request (one per endpoint)."""
+        if endpoint in self._idle:
             connection.close()
-            raise
-        if response.keep_alive and not connection.closed and endpoint not in self._idle:
-            self._idle[endpoint] = connection
         else:
-            connection.close()
-        return response
+            self._idle[endpoint] = connection
 
     async def close(self) -> None:
         """Close idle connections."""
