@@ -18,17 +18,21 @@ per column over the whole fleet, and samples are built per row.
 :class:`PageReader` reads successive pages of one endpoint fast. It parses each line it
 has not met before through the strict :func:`~.textformat.parse_line`, remembering for
 its head (``name{labels}``) which cell of the table the line fills. Series are stable
-between scrapes (only values change), so a read costs one split, one dict lookup and one
-``float`` per line.
+between scrapes (only values change): a page whose heads are those of the last one, in
+the same order, is read by position (a split per line and a ``float`` per value); other
+pages cost a dict lookup per line.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+import operator
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import NamedTuple, cast
 
 from meltguard.core.observation import GpuSample
 from meltguard.telemetry.devices import throttle_reasons
@@ -138,9 +142,9 @@ DCGM_SCHEMA = Schema(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class GpuIdentity:
-    """Who a GPU is and which pod holds it, from its series' labels."""
+class GpuIdentity(NamedTuple):
+    """Who a GPU is and which pod holds it, from its series' labels (a NamedTuple: an
+    ingest takes its fields apart column-wise for ten thousand GPUs)."""
 
     uuid: str
     node: str
@@ -152,6 +156,10 @@ class GpuIdentity:
     def pod_key(self) -> tuple[str | None, str | None]:
         """(namespace, pod), as the wanted pods are given."""
         return (self.namespace, self.pod)
+
+
+_POD_KEY = operator.itemgetter(3, 4)  # GpuIdentity -> pod_key, at C speed
+_IS_KNOWN = functools.partial(operator.is_not, None)
 
 
 #: Where one series goes: a table cell (row * WIDTH + column) for values and up, or
@@ -166,10 +174,19 @@ class Collected:
     tell a metrics page with a few broken lines from something that is no metrics page.
     """
 
-    def __init__(self, schema: Schema, identities: list[GpuIdentity]) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        identities: list[GpuIdentity],
+        values: list[float | None] | None = None,
+        present: Sequence[int] | None = None,
+    ) -> None:
+        """``values`` and ``present`` (the rows with a series) are given when already known."""
         self.schema = schema
         self.identities = identities
-        self.values: list[float | None] = [None] * (len(identities) * WIDTH)
+        self.values: list[float | None] = (
+            [None] * (len(identities) * WIDTH) if values is None else values
+        )
         self.reasons: dict[int, set[str]] = {}
         self.duplicates: set[int] = set()
         #: rows that had a line this read whose value was refused (so the GPU is present)
@@ -177,7 +194,7 @@ class Collected:
         self.rejected: Counter[str] = Counter()
         self.good_lines = 0
         self.bad_lines = 0
-        self._present: list[int] | None = None
+        self._present = present
         self._checked = False
 
     @property
@@ -224,12 +241,15 @@ class Collected:
         present: list[int] = []
         for part in parts:
             offset = len(merged.identities)
-            present.extend(row + offset for row in part.present_rows())
+            present.extend(map(offset.__add__, part.present_rows()))
             merged.identities.extend(part.identities)
             merged.values.extend(part.values)
-            merged.reasons.update({row + offset: r for row, r in part.reasons.items()})
-            merged.touched.update(row + offset for row in part.touched)
-            merged.rejected.update(part.rejected)
+            if part.reasons:
+                merged.reasons.update({row + offset: r for row, r in part.reasons.items()})
+            if part.touched:
+                merged.touched.update(row + offset for row in part.touched)
+            if part.rejected:
+                merged.rejected.update(part.rejected)
             merged.good_lines += part.good_lines
             merged.bad_lines += part.bad_lines
         merged._present = present
@@ -245,17 +265,20 @@ class Collected:
         if not self._checked:
             self._checked = True
             self._scale_and_check()
-        values, reasons, identities = self.values, self.reasons, self.identities
-        samples = []
-        for row in present:
-            gpu = identities[row]
-            if gpu.pod_key in pods:
-                cells = values[row * WIDTH : row * WIDTH + WIDTH]
-                reasons_now = reasons.get(row, ())
-                samples.append(_sample(gpu, cells, reasons_now, sampled_at, self.rejected))
-        return samples
+        gpus = list(map(self.identities.__getitem__, present))
+        wanted = list(map(pods.__contains__, map(_POD_KEY, gpus)))
+        rows = list(itertools.compress(present, wanted))
+        if not rows:
+            return []
+        columns = [self.values[column::WIDTH] for column in range(WIDTH)]
+        if len(rows) < len(self.identities):  # else every row is wanted, in order
+            columns = [list(map(column.__getitem__, rows)) for column in columns]
+        reasons = {row: frozenset(reasons) for row, reasons in self.reasons.items()}
+        reason_column = list(map(reasons.get, rows, itertools.repeat(_NO_REASONS)))
+        gpus = list(itertools.compress(gpus, wanted))
+        return _samples(gpus, columns, reason_column, sampled_at, self.rejected)
 
-    def present_rows(self) -> list[int]:
+    def present_rows(self) -> Sequence[int]:
         """Rows of the GPUs that had any series in this read (rows of a reader's earlier
         pages stay in its layout, empty, once their GPU is gone)."""
         if self._present is None:
@@ -277,7 +300,7 @@ class Collected:
                 values[column::WIDTH] = cells
             low, high = _BOUNDS[column]
             if column == _UP:
-                if set(cells) <= {None, 0.0, 1.0}:
+                if cells.count(None) + cells.count(0.0) + cells.count(1.0) == len(cells):
                     continue
             elif _all_plausible(cells, low, high):
                 continue
@@ -293,47 +316,85 @@ class Collected:
 
 def _all_plausible(cells: list[float | None], low: float, high: float) -> bool:
     """Whether every known value lies in [low, high], at C speed (a NaN makes the sum NaN)."""
-    known = cast(list[float], [v for v in cells if v is not None] if None in cells else cells)
+    known = cast(list[float], list(filter(_IS_KNOWN, cells)) if None in cells else cells)
     if not known:
         return True
     return math.isfinite(sum(known)) and low <= min(known) and max(known) <= high
 
 
-def _sample(
-    gpu: GpuIdentity,
-    cells: list[float | None],
-    reasons: Collection[str],
+def _samples(
+    gpus: list[GpuIdentity],
+    columns: list[list[float | None]],
+    reasons: list[frozenset[str]],
     sampled_at: float,
     rejected: Counter[str],
-) -> GpuSample:
-    utilization, temperature, used, total, free, reserved, slowdown, power, limit, up = cells
-    if total is None and used is not None and free is not None:
-        total = used + free + (reserved or 0.0)
-    if used is not None and total is not None and used > total:
-        used = None
-        rejected["out_of_range"] += 1
-    complete = utilization is not None and temperature is not None
-    complete = complete and used is not None and total is not None
-    if up != 0.0 and not complete:
-        rejected["incomplete"] += 1
-    ok = up != 0.0 and complete
-    return GpuSample(
-        uuid=gpu.uuid,
-        utilization=utilization if ok else 0.0,  # type: ignore[arg-type]
-        temperature_celsius=temperature if ok else 0.0,  # type: ignore[arg-type]
-        memory_used_bytes=used if ok else 0.0,  # type: ignore[arg-type]
-        memory_total_bytes=total if ok else 0.0,  # type: ignore[arg-type]
-        sampled_at=sampled_at,
-        node=gpu.node,
-        namespace=gpu.namespace,
-        pod=gpu.pod,
-        slowdown_temperature_celsius=slowdown,
-        power_watts=power,
-        power_limit_watts=limit,
-        throttle_reasons=frozenset(reasons) if reasons else _NO_REASONS,
-        model=gpu.model,
-        up=ok,
+) -> list[GpuSample]:
+    """One sample per GPU from its table columns, built column-wise (ten thousand GPUs per
+    ingest): only GPUs with a missing or inconsistent value are visited one by one."""
+    utilization, temperature, used, total, free, reserved, slowdown, power, limit, up = columns
+    _fill_memory_total(used, total, free, reserved)
+    _drop_used_over_total(used, total, rejected)
+    core = (utilization, temperature, used, total)
+    ok = [True] * len(gpus)
+    for gpu in _unusable(core, up, rejected):
+        ok[gpu] = False
+        for column in core:
+            column[gpu] = 0.0
+    uuids, nodes, models, namespaces, pods = zip(*gpus, strict=True)
+    fields = zip(
+        uuids,
+        *core,
+        [sampled_at] * len(gpus),
+        nodes,
+        namespaces,
+        pods,
+        slowdown,
+        power,
+        limit,
+        reasons,
+        models,
+        ok,
+        strict=True,
     )
+    # tuple.__new__ in GpuSample's field order, at C speed
+    return cast(list[GpuSample], list(map(tuple.__new__, itertools.repeat(GpuSample), fields)))
+
+
+def _fill_memory_total(
+    used: list[float | None],
+    total: list[float | None],
+    free: list[float | None],
+    reserved: list[float | None],
+) -> None:
+    """dcgm-exporter serves no total: it is used + free + reserved."""
+    if None in total:
+        for gpu, (u, t, f, r) in enumerate(zip(used, total, free, reserved, strict=True)):
+            if t is None and u is not None and f is not None:
+                total[gpu] = u + f + (r or 0.0)
+
+
+def _drop_used_over_total(
+    used: list[float | None], total: list[float | None], rejected: Counter[str]
+) -> None:
+    """More memory used than there is: the used figure is wrong."""
+    if None in used or None in total or any(map(operator.gt, used, total)):  # type: ignore[arg-type]
+        for gpu, (u, t) in enumerate(zip(used, total, strict=True)):
+            if u is not None and t is not None and u > t:
+                used[gpu] = None
+                rejected["out_of_range"] += 1
+
+
+def _unusable(
+    core: tuple[list[float | None], ...], up: list[float | None], rejected: Counter[str]
+) -> set[int]:
+    """GPUs reported down, or missing a core quantity (counted ``incomplete``)."""
+    down = {gpu for gpu, flag in enumerate(up) if flag == 0.0} if 0.0 in up else set()
+    incomplete = {
+        gpu for column in core if None in column for gpu, v in enumerate(column) if v is None
+    }
+    if incomplete - down:
+        rejected["incomplete"] += len(incomplete - down)
+    return down | incomplete
 
 
 class _Layout:
@@ -389,6 +450,28 @@ def collect_series(
 
 
 _UNKNOWN: Cell = -1
+#: every byte a plain decimal sample value can hold (NaN, Inf, digit separators excluded)
+_DECIMAL_BYTES = b"0123456789.eE+-"
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A page layout read before: its line heads in order, and where each line's value goes.
+
+    A page whose heads equal these is read with no lookup per line: its values are picked
+    out by position and put in the table by position, both at C speed.
+    """
+
+    heads: tuple[bytes, ...]
+    #: page lines whose value the table uses, in page order
+    value_lines: tuple[int, ...]
+    #: per table cell, its index in ``value_lines``, or ``len(value_lines)`` for no line
+    table_sources: tuple[int, ...]
+    #: (index in ``value_lines``, cell) of the throttle reason series
+    reason_lines: tuple[tuple[int, Cell], ...]
+    #: the rows with a value series (every GPU on the page when it has no reason series;
+    #: a reason series of 0 alone does not make a GPU present)
+    value_rows: tuple[int, ...]
 
 
 class PageReader:
@@ -396,8 +479,10 @@ class PageReader:
 
     Pages are read as bytes: a known line needs no decoding (``float`` takes bytes), and
     only lines being learnt are decoded (invalid UTF-8 replaced, so it fails as a bad line).
-    A new line (a throttle reason starting, a GPU moving to another pod) is learnt on its
-    own; when heads that came and went pile up, the reader learns the page afresh.
+    A page with the very heads of the last one in the same order (the usual case: only
+    values change between scrapes) is read through its :class:`_Shape`. A new line (a
+    throttle reason starting, a GPU moving to another pod) is learnt on its own; when heads
+    that came and went pile up, the reader learns the page afresh.
     """
 
     def __init__(self, schema: Schema) -> None:
@@ -407,6 +492,7 @@ class PageReader:
         self._cell_limit = 0
         #: parsed label sets by their raw text, shared by the lines of one learnt layout
         self._label_sets: dict[str, dict[str, str]] = {}
+        self._shape: _Shape | None = None
 
     def read(self, page: bytes) -> Collected:
         lines = page.split(b"\n")
@@ -414,16 +500,71 @@ class PageReader:
             lines.pop()  # the page's final newline
         if b"" in lines:
             lines = [line for line in lines if line]
-        return self._read_known(lines) or self._learn(lines)
+        parts = [line.rpartition(b" ") for line in lines]
+        shape = self._shape
+        if shape is not None and len(parts) == len(shape.heads):
+            heads, _, texts = zip(*parts, strict=True)
+            if heads == shape.heads:
+                collected = self._read_shaped(shape, texts)
+                if collected is not None:
+                    return collected
+        collected = self._read_known(lines, parts) or self._learn(lines)
+        self._shape = self._learn_shape([head for head, _, _ in parts])
+        return collected
 
-    def _read_known(self, lines: list[bytes]) -> Collected | None:
-        """The fast path; None when the page must be learnt anew."""
+    def _read_shaped(self, shape: _Shape, texts: tuple[bytes, ...]) -> Collected | None:
+        """The fastest path; None when a value is not plain decimal (read line by line)."""
+        wanted = list(map(texts.__getitem__, shape.value_lines))
+        if b"".join(wanted).translate(None, _DECIMAL_BYTES):
+            return None
+        try:
+            numbers: list[float | None] = list(map(float, wanted))
+        except ValueError:
+            return None
+        numbers.append(None)
+        table = list(map(numbers.__getitem__, shape.table_sources))
+        present = None if shape.reason_lines else shape.value_rows
+        collected = Collected(self.schema, self._layout.identities, table, present)
+        for position, cell in shape.reason_lines:
+            collected.add(cell, numbers[position])  # type: ignore[arg-type]
+        collected.good_lines = len(wanted)
+        return collected
+
+    def _learn_shape(self, heads: list[bytes]) -> _Shape | None:
+        """The shape of a page just read, or None when some line can only be read alone
+        (a line not learnt, e.g. a bad or timestamped one) or a cell is filled twice."""
+        cells = [self._cells.get(head, _UNKNOWN) for head in heads]
+        if _UNKNOWN in cells:
+            return None
+        value_lines = [line for line, cell in enumerate(cells) if cell is not None]
+        table_sources = [len(value_lines)] * (len(self._layout.identities) * WIDTH)
+        reason_lines: list[tuple[int, Cell]] = []
+        for position, line in enumerate(value_lines):
+            cell = cells[line]
+            if type(cell) is not int:
+                reason_lines.append((position, cast(Cell, cell)))
+            elif table_sources[cell] != len(value_lines):
+                return None  # a duplicate series: the line-by-line path counts it
+            else:
+                table_sources[cell] = position
+        value_rows = sorted({cell // WIDTH for cell in cells if type(cell) is int})
+        return _Shape(
+            tuple(heads),
+            tuple(value_lines),
+            tuple(table_sources),
+            tuple(reason_lines),
+            tuple(value_rows),
+        )
+
+    def _read_known(
+        self, lines: list[bytes], parts: list[tuple[bytes, bytes, bytes]]
+    ) -> Collected | None:
+        """Line by line, parsing only new lines; None when the page must be learnt anew."""
         cells = self._cells
         collected = Collected(self.schema, self._layout.identities)
         values, duplicates = collected.values, collected.duplicates
         good = 0
-        for line in lines:
-            head, _, text = line.rpartition(b" ")
+        for line, (head, _, text) in zip(lines, parts, strict=True):
             cell = cells.get(head, _UNKNOWN)
             if cell is None:
                 continue
