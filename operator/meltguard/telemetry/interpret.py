@@ -162,6 +162,19 @@ _POD_KEY = operator.itemgetter(3, 4)  # GpuIdentity -> pod_key, at C speed
 _IS_KNOWN = functools.partial(operator.is_not, None)
 
 
+class Served(NamedTuple):
+    """Which GPUs one read found (rows of ``identities``), kept small between reads: the
+    identities are the reader's own list, shared, not copied."""
+
+    identities: Sequence[GpuIdentity]
+    rows: Sequence[int]
+
+    def pods(self) -> dict[str, tuple[str | None, str | None]]:
+        """GPU UUID -> (namespace, pod)."""
+        identities = self.identities
+        return {identities[row].uuid: identities[row].pod_key for row in self.rows}
+
+
 #: Where one series goes: a table cell (row * WIDTH + column) for values and up, or
 #: (row, reason) for a 0/1 reason series, or (row, None) for a reason bitmask.
 Cell = int | tuple[int, str | None]
@@ -173,6 +186,20 @@ class Collected:
     ``rejected`` counts dropped lines and values by reason; ``good_lines`` / ``bad_lines``
     tell a metrics page with a few broken lines from something that is no metrics page.
     """
+
+    __slots__ = (
+        "_checked",
+        "_present",
+        "bad_lines",
+        "duplicates",
+        "good_lines",
+        "identities",
+        "reasons",
+        "rejected",
+        "schema",
+        "touched",
+        "values",
+    )
 
     def __init__(
         self,
@@ -229,10 +256,9 @@ class Collected:
         self.rejected[reason] += 1
         self.touched.add(cell // WIDTH if type(cell) is int else cell[0])  # type: ignore[index]
 
-    def served(self) -> dict[str, tuple[str | None, str | None]]:
-        """GPU UUID -> (namespace, pod) for every GPU on the page this read."""
-        identities = self.identities
-        return {identities[row].uuid: identities[row].pod_key for row in self.present_rows()}
+    def served(self) -> Served:
+        """The GPUs on the page this read, and their pods."""
+        return Served(self.identities, self.present_rows())
 
     @classmethod
     def merge(cls, schema: Schema, parts: Iterable[Collected]) -> Collected:

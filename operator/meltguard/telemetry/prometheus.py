@@ -88,7 +88,7 @@ class PrometheusSource:
         collected = collect_series(
             EXPORTER_SCHEMA, ((labels["__name__"], labels, value) for labels, value, _ in series)
         )
-        self._last = collected.served()
+        self._last = collected.served().pods()
         scraped_at = {labels.get("uuid"): value for labels, value, _ in stamps}
         samples = [
             _stamped(sample, scraped_at.get(sample.uuid), now)

@@ -39,6 +39,7 @@ from meltguard.telemetry.interpret import (
     Collected,
     PageReader,
     Schema,
+    Served,
 )
 from meltguard.telemetry.metrics import ENDPOINT_ERRORS, REJECTED_SAMPLES
 from meltguard.telemetry.scrape import ScrapeError, Scraper
@@ -118,8 +119,8 @@ class ScrapeSource:
         self._list_endpoints = list_endpoints
         self._scraper = scraper or Scraper()
         self._readers: dict[str, PageReader] = {}
-        #: endpoint -> the table of its last good page (which GPUs it served, for which pods)
-        self._last_tables: dict[str, Collected] = {}
+        #: endpoint -> the GPUs (and their pods) on its last good page
+        self._served: dict[str, Served] = {}
 
     async def read(self, pods: Pods, now: float) -> TelemetryReading:
         pods = frozenset(pods)
@@ -140,7 +141,7 @@ class ScrapeSource:
         self, pages: Mapping[str, bytes | ScrapeError], pods: frozenset[tuple[str, str]], now: float
     ) -> TelemetryReading:
         self._readers = {e: self._readers.get(e) or PageReader(self.schema) for e in pages}
-        self._last_tables = {e: t for e, t in self._last_tables.items() if e in pages}
+        self._served = {e: s for e, s in self._served.items() if e in pages}
         tables: list[Collected] = []
         lost: set[str] = set()
         errors: list[EndpointError] = []
@@ -161,7 +162,7 @@ class ScrapeSource:
         self, error: Exception, pods: frozenset[tuple[str, str]]
     ) -> TelemetryReading:
         log.warning("listing %s endpoints failed: %s", self.schema.source, error)
-        lost = set().union(*(self._lost(endpoint, pods) for endpoint in self._last_tables))
+        lost = set().union(*(self._lost(endpoint, pods) for endpoint in self._served))
         failure = EndpointError("discovery", "discovery", f"listing endpoints: {error}")
         return self._finish([], lost, [failure], Counter())
 
@@ -173,13 +174,14 @@ class ScrapeSource:
         if table.malformed:
             message = f"{endpoint}: not a metrics page ({table.bad_lines} bad lines)"
             return EndpointError(endpoint, "malformed", message)
-        self._last_tables[endpoint] = table
+        self._served[endpoint] = table.served()
         return table
 
     def _lost(self, endpoint: str, pods: frozenset[tuple[str, str]]) -> set[str]:
-        table = self._last_tables.get(endpoint)
-        served = table.served() if table is not None else {}
-        return {uuid for uuid, pod in served.items() if pod in pods}
+        served = self._served.get(endpoint)
+        if served is None:
+            return set()
+        return {uuid for uuid, pod in served.pods().items() if pod in pods}
 
     def _finish(
         self,
