@@ -113,11 +113,11 @@ async def replay(store: QuotaStore, ops: list[Op]) -> None:
         if op[0] == "consume":
             _, subject, cost, limit, rid = op
             got = await store.consume(Consumption(who, window, cost, limit, rid, now))
-            expected = model.consume(subject, window.index, cost, limit, rid)
+            expected = model.consume(subject, window.number, cost, limit, rid)
             assert (got.allowed, got.used, got.replayed) == expected, op
         else:
             got_refund = await store.refund(who, window, op[2], now)
-            assert (got_refund.reason, got_refund.used) == model.refund(op[1], window.index, op[2])
+            assert (got_refund.reason, got_refund.used) == model.refund(op[1], window.number, op[2])
 
 
 def with_known_cases(test: Any) -> Any:

@@ -28,13 +28,13 @@ def test_redis_keys_never_collide_for_different_subjects(
     if first != second:
         assert counter_key(first, window) != counter_key(second, window)
         assert request_key(first, "r") != request_key(second, "r")
-    assert counter_key(first, window) != request_key(first, str(window.index))
+    assert counter_key(first, window) != request_key(first, str(window.number))
 
 
 @given(st.floats(0, 4e9), st.integers(1, 366 * 86400))
 def test_a_window_holds_its_instant_and_resets_within_its_length(now: float, seconds: int) -> None:
     window = Window.containing(now, seconds)
-    assert window.index * seconds <= now < window.end
+    assert window.number * seconds <= now < window.end
     assert 1 <= window.reset_seconds(now) <= seconds
 
 

@@ -31,17 +31,27 @@ class LimitsTable:
     """One consistent snapshot: policy ("namespace/name") -> its document."""
 
     policies: Mapping[str, QuotaDocument] = field(default_factory=dict)
+    #: (policy, tier name) -> tier, the lookup of every decision
+    _tiers: dict[tuple[str, str], QuotaTier] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tiers = {
+            (policy, tier.name): tier
+            for policy, document in self.policies.items()
+            for tier in document.tiers
+        }
+        object.__setattr__(self, "_tiers", tiers)
 
     def lookup(self, policy: str, tier: str) -> QuotaTier:
         """The tier in force, or :class:`UnknownQuota` naming the field that matched nothing."""
+        found = self._tiers.get((policy, tier))
+        if found is not None:
+            return found
         document = self.policies.get(policy)
         if document is None:
             raise UnknownQuota("policy", f"policy {policy!r} has no published quotas")
-        found = document.tier(tier)
-        if found is None:
-            known = ", ".join(t.name for t in document.tiers)
-            raise UnknownQuota("tier", f"tier {tier!r} is not a tier of {policy} (known: {known})")
-        return found
+        known = ", ".join(t.name for t in document.tiers)
+        raise UnknownQuota("tier", f"tier {tier!r} is not a tier of {policy} (known: {known})")
 
     def limited_tiers(self) -> dict[tuple[str, str], tuple[int, int]]:
         """``{(policy, tier): (limit, baseline)}`` of every limited tier, for the gauges."""

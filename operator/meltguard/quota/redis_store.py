@@ -86,7 +86,7 @@ def _key(kind: str, *parts: str | int) -> str:
 
 def counter_key(who: Subject, window: Window) -> str:
     """Redis key of the counter of ``who`` in ``window``."""
-    return _key("c", who.policy, who.tier, who.subject, window.seconds, window.index)
+    return _key("c", who.policy, who.tier, who.subject, window.seconds, window.number)
 
 
 def request_key(who: Subject, request_id: str) -> str:

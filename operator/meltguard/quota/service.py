@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from meltguard.api.quotas import QuotaTier
 from meltguard.quota.limits import LimitsRegistry, LimitsTable
@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 OnStoreError = Literal["open", "closed"]
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaAnswer:
+class QuotaAnswer(NamedTuple):
     """What the service knows about one subject's tier after an operation.
 
     ``used``/``reset_seconds`` are None for an unlimited tier and when the store failed

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """The ``index``-th window of length ``seconds``: ``[index*seconds, (index+1)*seconds)``."""
+class Window(NamedTuple):
+    """The ``number``-th window of length ``seconds``: ``[number*seconds, (number+1)*seconds)``
+    (a NamedTuple, like :class:`~meltguard.quota.store.Subject`: it keys the memory store)."""
 
     seconds: int
-    index: int
+    number: int
 
     @classmethod
     def containing(cls, now: float, seconds: int) -> Window:
         """The window of length ``seconds`` that holds the instant ``now`` (epoch seconds)."""
         if seconds < 1:
             raise ValueError(f"window length must be at least 1 second, got {seconds}")
-        return cls(seconds=seconds, index=math.floor(now / seconds))
+        return cls(seconds, math.floor(now / seconds))
 
     @property
     def end(self) -> int:
         """Epoch second at which this window ends and the next begins."""
-        return (self.index + 1) * self.seconds
+        return (self.number + 1) * self.seconds
 
     def reset_seconds(self, now: float) -> int:
         """Whole seconds until the window resets, rounded up (at least 1)."""
@@ -32,4 +32,4 @@ class Window:
     @property
     def tag(self) -> str:
         """A short stable name of this window, e.g. ``86400:20415``."""
-        return f"{self.seconds}:{self.index}"
+        return f"{self.seconds}:{self.number}"
