@@ -60,6 +60,10 @@ def test_dumping_writes_the_documented_shape() -> None:
             {"tiers": [{"name": "free", "limit": -1, "baseline": 3, "windowSeconds": 60}]},
             "tiers[0].limit",
         ),
+        (  # past what Redis can count
+            {"tiers": [{"name": "free", "limit": 2**63, "baseline": 3, "windowSeconds": 60}]},
+            "tiers[0].limit",
+        ),
         (
             {"tiers": [{"name": "free", "limit": 3, "baseline": 3, "windowSeconds": 0}]},
             "tiers[0].windowSeconds",

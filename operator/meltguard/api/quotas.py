@@ -65,13 +65,17 @@ class _Strict(BaseModel):
     )
 
 
+#: Largest limit a document may give: Redis counts in signed 64-bit integers.
+MAX_COUNT = 2**63 - 1
+
+
 class QuotaTier(_Strict):
     """One tier's limit in force. An unlimited tier carries no numbers at all."""
 
     name: TierName
     unlimited: bool = False
-    limit: Annotated[int, Field(ge=0)] | None = None
-    baseline: Annotated[int, Field(ge=0)] | None = None
+    limit: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
+    baseline: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
     window_seconds: Annotated[int, Field(ge=1, le=366 * 86400)] | None = None
     tightened: bool = False
 
