@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
@@ -40,9 +41,18 @@ RequestModel = TypeVar("RequestModel", bound=BaseModel)
 STORE_RETRY_AFTER_SECONDS = 1
 
 
+def json_answer(
+    body: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON response; orjson encodes a decision's body several times faster than json."""
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
 def error_response(status: int, field: str, message: str, **headers: str) -> web.Response:
     """The JSON body of every refusal."""
-    return web.json_response({"error": message, "field": field}, status=status, headers=headers)
+    return json_answer({"error": message, "field": field}, status=status, headers=headers)
 
 
 def _endpoint(request: web.Request) -> str:
@@ -101,10 +111,15 @@ async def _read_raw_body(request: web.Request) -> bytes:
         return await request.read()
     if length > MAX_BODY_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=length)
+    content = request.content
     try:
-        return await request.content.readexactly(length)
+        # usually the whole body came with the head: take it without a coroutine round
+        raw = content.read_nowait() if content.is_eof() else await content.readexactly(length)
     except asyncio.IncompleteReadError:
-        raise BadRequest("body", "body is shorter than its Content-Length") from None
+        raw = b""
+    if len(raw) != length:
+        raise BadRequest("body", "body is shorter than its Content-Length")
+    return raw
 
 
 async def read_body(request: web.Request, model: type[RequestModel]) -> RequestModel:
@@ -168,7 +183,7 @@ async def consume(request: web.Request) -> web.Response:
         status = 503 if answer.degraded else 429
         retry_after = STORE_RETRY_AFTER_SECONDS if answer.degraded else answer.reset_seconds
         headers["Retry-After"] = str(retry_after)
-    return web.json_response(answer_body(answer), status=status, headers=headers)
+    return json_answer(answer_body(answer), status=status, headers=headers)
 
 
 async def refund(request: web.Request) -> web.Response:
@@ -176,7 +191,7 @@ async def refund(request: web.Request) -> web.Response:
     body = await read_body(request, RefundRequest)
     result = await request.app[SERVICE_KEY].refund(body)
     payload = {"refunded": result.refunded, "reason": result.reason, **answer_body(result.answer)}
-    return web.json_response(payload, headers=ratelimit_headers(result.answer))
+    return json_answer(payload, headers=ratelimit_headers(result.answer))
 
 
 async def peek(request: web.Request) -> web.Response:
@@ -190,12 +205,12 @@ async def peek(request: web.Request) -> web.Response:
     except ValidationError as error:
         raise bad_request_from(error) from None
     answer = await request.app[SERVICE_KEY].peek(body)
-    return web.json_response(answer_body(answer), headers=ratelimit_headers(answer))
+    return json_answer(answer_body(answer), headers=ratelimit_headers(answer))
 
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive: the event loop answers."""
-    return web.json_response({"status": "ok"})
+    return json_answer({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -209,7 +224,7 @@ async def readyz(request: web.Request) -> web.Response:
     }
     if readiness.store_error is not None:
         body["storeError"] = readiness.store_error
-    return web.json_response(body, status=200 if readiness.ready else 503)
+    return json_answer(body, status=200 if readiness.ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -220,7 +235,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3 document of this API."""
-    return web.json_response(OPENAPI_DOCUMENT)
+    return json_answer(OPENAPI_DOCUMENT)
 
 
 def create_app(service: QuotaService) -> web.Application:

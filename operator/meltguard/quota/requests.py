@@ -18,15 +18,21 @@ MAX_BODY_BYTES = 64 * 1024
 
 def _identifier(value: str) -> str:
     """Check a subject or request id: 1..256 UTF-8 bytes, no control characters."""
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    plain = value.isascii() and value.isprintable()  # the usual case, checked in C
+    if plain:
+        size = len(value)
+    else:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (no lone surrogates)") from None
     if size > MAX_ID_BYTES:
         raise ValueError(f"must be at most {MAX_ID_BYTES} bytes in UTF-8, got {size}")
-    for index, char in enumerate(value):
-        if unicodedata.category(char) == "Cc":
-            raise ValueError(f"must not contain control characters (U+{ord(char):04X} at {index})")
+    if not plain:
+        for index, char in enumerate(value):
+            if unicodedata.category(char) == "Cc":
+                message = f"must not contain control characters (U+{ord(char):04X} at {index})"
+                raise ValueError(message)
     return value
 
 
