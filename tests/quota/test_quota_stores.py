@@ -1,4 +1,5 @@
-"""Store internals: key safety, window arithmetic, and the memory store forgetting old data."""
+"""Store internals: key safety, window arithmetic, the memory store forgetting old data, and
+the Redis store batching its script calls."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import asyncio
 
 import aiohttp
 import pytest
+import redis
+import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from meltguard.quota.memory_store import MemoryStore
-from meltguard.quota.redis_store import counter_key, request_key
+from meltguard.quota.redis_store import ScriptPipeliner, counter_key, request_key
 from meltguard.quota.store import Consumption, Subject
 from meltguard.quota.windows import Window
 
-from .conftest import QuotaServer, consume, peek
+from .conftest import QuotaServer, RedisServer, consume, peek
 
 names = st.text(min_size=1, max_size=20)
 
@@ -80,3 +83,31 @@ async def test_a_memory_refund_after_the_window_ended_gives_nothing() -> None:
     await store.consume(Consumption(who, Window(60, 1), 1, 3, "r", 61.0))
     outcome = await store.refund(who, Window(60, 2), "r", 120.5)
     assert (outcome.reason, outcome.used, outcome.refunded) == ("window-ended", 0, False)
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 3])
+async def test_script_calls_made_while_a_batch_is_out_join_the_next_one(
+    redis_server: RedisServer, max_in_flight: int
+) -> None:
+    """Calls spread over several loop turns share at most ``max_in_flight`` connections
+    (one per batch out), and each still gets its own script's answer."""
+    redis_server.flush()
+    name = f"pipeliner-{max_in_flight}"
+    client = aioredis.Redis.from_url(redis_server.url, client_name=name, decode_responses=True)
+    script = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    pipeliner = ScriptPipeliner(client, max_in_flight=max_in_flight)
+
+    async def call_later(turns: int) -> int:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return int(await pipeliner.call(script, ["total"], [1]))
+
+    try:
+        answers = await asyncio.gather(*(call_later(n % 10) for n in range(100)))
+        admin = redis.Redis(port=redis_server.port)
+        connections = [c for c in admin.client_list() if c["name"] == name]
+        admin.close()
+    finally:
+        await client.aclose()
+    assert sorted(answers) == list(range(1, 101))  # every INCRBY ran once, alone
+    assert 1 <= len(connections) <= max_in_flight
