@@ -147,7 +147,7 @@ class UserPopulation:
         now = self._start + self._step_index * self._step_seconds
         before = now - self._step_seconds
         for first, size, seconds in self._windows:
-            if Window.containing(now, seconds).index != Window.containing(before, seconds).index:
+            if Window.containing(now, seconds).number != Window.containing(before, seconds).number:
                 in_session = self._active[first:first + size].sum()
                 self._active[first:first + size] = 0
                 self._active[first] = in_session
