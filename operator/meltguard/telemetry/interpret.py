@@ -158,7 +158,7 @@ class GpuIdentity(NamedTuple):
         return (self.namespace, self.pod)
 
 
-_POD_KEY = operator.itemgetter(3, 4)  # GpuIdentity -> pod_key, at C speed
+_POD_KEY = operator.attrgetter("namespace", "pod")  # GpuIdentity -> pod_key, at C speed
 _IS_KNOWN = functools.partial(operator.is_not, None)
 
 

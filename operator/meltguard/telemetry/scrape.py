@@ -302,7 +302,7 @@ class _Batch:
 
     Every request gets the same timeout and requests start in order, so the oldest one in
     flight has the nearest deadline: one timer, set for it, serves them all (a timer per
-    request cost more than the rest of the event loop's work per page).
+    request was a measurable share of a scrape's cost).
     """
 
     def __init__(self, scraper: Scraper, endpoints: list[str]) -> None:
