@@ -23,19 +23,23 @@ def _with_throttling(page: str) -> str:
     return page + "\n".join(throttled) + "\n"
 
 
-BASE = _with_throttling(render_page(gpus=4))
-SAMPLE_LINES = [n for n, line in enumerate(BASE.split("\n")) if line and line[0] != "#"]
+# series the exporter schema does not use: another metric, one without labels
+UNUSED = 'meltguard_exporter_build_info{version="1.0"} 1.0\nprocess_open_fds 12.0\n'
+BASE = _with_throttling(render_page(gpus=4)) + UNUSED
+LINES = list(range(len(BASE.split("\n"))))
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(
         ["0", "1", "0.5", "NaN", "+Inf", "-1", "400", "7", "1_0", "x", "", "\u0661", "5\t"]
     ),
+    # forms that only some number parsers take, and values that are more than one token
+    st.sampled_from([".5", "5.", "-0", "00.5", "1e999", "1E+05", "1,5", "1 1700000000", "1 x"]),
 )
 edits = st.lists(
     st.tuples(
-        st.sampled_from(SAMPLE_LINES),
-        st.sampled_from(["value", "drop", "repeat", "reason", "relabel"]),
+        st.sampled_from(LINES),
+        st.sampled_from(["value", "drop", "repeat", "reason", "relabel", "comment"]),
         values,
     ),
     max_size=8,
@@ -58,6 +62,8 @@ def edited(edit_list: list[tuple[int, str, str]]) -> str:
             extra.append(f'meltguard_gpu_throttled{{{labels},reason="sw_power_cap"}} {value}')
         elif action == "relabel":  # that series now names another pod
             lines[number] = lines[number].replace('pod="imagegen-0"', 'pod="imagegen-9"')
+        elif action == "comment":
+            lines[number] = f"# {value}"
     return "\n".join(lines + extra)
 
 

@@ -18,9 +18,8 @@ per column over the whole fleet, and samples are built per row.
 :class:`PageReader` reads successive pages of one endpoint fast. It parses each line it
 has not met before through the strict :func:`~.textformat.parse_line`, remembering for
 its head (``name{labels}``) which cell of the table the line fills. Series are stable
-between scrapes (only values change): a page whose heads are those of the last one, in
-the same order, is read by position (a split per line and a ``float`` per value); other
-pages cost a dict lookup per line.
+between scrapes (only values change): a page that is the last one with other values is
+read by position, with no Python work per line; other pages cost a dict lookup per line.
 """
 
 from __future__ import annotations
@@ -33,6 +32,8 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
+
+import orjson
 
 from meltguard.core.observation import GpuSample
 from meltguard.telemetry.devices import throttle_reasons
@@ -476,28 +477,84 @@ def collect_series(
 
 
 _UNKNOWN: Cell = -1
-#: every byte a plain decimal sample value can hold (NaN, Inf, digit separators excluded)
-_DECIMAL_BYTES = b"0123456789.eE+-"
+#: every byte that plain decimal sample values joined by commas can hold (NaN, Inf and
+#: digit separators excluded)
+_DECIMAL_LIST_BYTES = b"0123456789.eE+-,"
+
+
+def _decimals(texts: list[bytes]) -> list[float] | None:
+    """Plain decimal texts as floats, parsed in one go; None when one is anything else
+    (NaN, Inf, a digit separator, a comma, a typo) for the line-by-line path to judge."""
+    joined = b",".join(texts)
+    if joined.translate(None, _DECIMAL_LIST_BYTES):
+        return None
+    try:
+        # orjson parses a list of numbers several times faster than float() one by one, and
+        # rounds them as float() does
+        numbers = orjson.loads(b"[" + joined + b"]")
+    except orjson.JSONDecodeError:  # forms that float() takes and JSON does not: ".5", "1e999"
+        try:
+            return list(map(float, texts))
+        except ValueError:
+            return None
+    if len(numbers) != len(texts):  # a value held a comma
+        return None
+    return list(map(float, numbers))  # JSON integers as floats
 
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
-    """A page layout read before: its line heads in order, and where each line's value goes.
+    """A page layout read before: the page's bytes around its sample values, and where
+    each value goes.
 
-    A page whose heads equal these is read with no lookup per line: its values are picked
-    out by position and put in the table by position, both at C speed.
+    A page that is exactly these bytes with other values in the slots is read with no work
+    per line: the values are cut out of its lines by position (the page rebuilt around
+    them must equal it), parsed in one go and put in the table by position, all at C speed.
     """
 
-    heads: tuple[bytes, ...]
-    #: page lines whose value the table uses, in page order
-    value_lines: tuple[int, ...]
-    #: per table cell, its index in ``value_lines``, or ``len(value_lines)`` for no line
+    #: the page with its sample values cut out: fixed bytes at even positions, an (empty)
+    #: slot for a value at odd ones
+    frame: tuple[bytes, ...]
+    #: how many lines the page splits into
+    line_count: int
+    #: the line of every slot, in page order, and where its value starts in the line
+    slot_lines: tuple[int, ...]
+    slot_starts: tuple[slice, ...]
+    #: whether some slot holds a series the schema does not use (its value is checked,
+    #: not kept)
+    ignores_slots: bool
+    #: the slots whose values the table uses
+    value_slots: tuple[int, ...]
+    #: per table cell, its index in ``value_slots``, or ``len(value_slots)`` for none
     table_sources: tuple[int, ...]
-    #: (index in ``value_lines``, cell) of the throttle reason series
-    reason_lines: tuple[tuple[int, Cell], ...]
-    #: the rows with a value series (every GPU on the page when it has no reason series;
-    #: a reason series of 0 alone does not make a GPU present)
-    value_rows: tuple[int, ...]
+    #: (index in ``value_slots``, cell) of the throttle reason series
+    reason_values: tuple[tuple[int, Cell], ...]
+    #: the rows of the GPUs on the page (those with a value series), or None when a GPU has
+    #: only reason series: whether it is on the page then depends on their values
+    present_rows: tuple[int, ...] | None
+
+
+class _Frame(NamedTuple):
+    """A page cut around its sample values (see :class:`_Shape`)."""
+
+    frame: tuple[bytes, ...]
+    line_count: int
+    slot_lines: tuple[int, ...]
+    slot_starts: tuple[slice, ...]
+    #: (slot, cell) of each value the table uses
+    values: tuple[tuple[int, Cell], ...]
+
+
+def _present_rows(cells: Iterable[Cell]) -> tuple[int, ...] | None:
+    """The rows that ``cells`` put a GPU's value in, or None when some row has only reason
+    series (a reason series of 0 alone does not make a GPU present)."""
+    value_rows, reason_rows = set(), set()
+    for cell in cells:
+        if type(cell) is int:
+            value_rows.add(cell // WIDTH)
+        else:
+            reason_rows.add(cell[0])  # type: ignore[index]
+    return tuple(sorted(value_rows)) if reason_rows <= value_rows else None
 
 
 class PageReader:
@@ -505,10 +562,10 @@ class PageReader:
 
     Pages are read as bytes: a known line needs no decoding (``float`` takes bytes), and
     only lines being learnt are decoded (invalid UTF-8 replaced, so it fails as a bad line).
-    A page with the very heads of the last one in the same order (the usual case: only
-    values change between scrapes) is read through its :class:`_Shape`. A new line (a
-    throttle reason starting, a GPU moving to another pod) is learnt on its own; when heads
-    that came and went pile up, the reader learns the page afresh.
+    A page that differs from the last one only in its values (the usual case: series are
+    stable between scrapes) is read through its :class:`_Shape`. A new line (a throttle
+    reason starting, a GPU moving to another pod) is learnt on its own; when heads that
+    came and went pile up, the reader learns the page afresh.
     """
 
     def __init__(self, schema: Schema) -> None:
@@ -521,78 +578,114 @@ class PageReader:
         self._shape: _Shape | None = None
 
     def read(self, page: bytes) -> Collected:
+        if self._shape is not None:
+            collected = self._read_shaped(self._shape, page)
+            if collected is not None:
+                return collected
         lines = page.split(b"\n")
         if lines and not lines[-1]:
             lines.pop()  # the page's final newline
         if b"" in lines:
             lines = [line for line in lines if line]
-        parts = [line.rpartition(b" ") for line in lines]
-        shape = self._shape
-        if shape is not None and len(parts) == len(shape.heads):
-            heads, _, texts = zip(*parts, strict=True)
-            if heads == shape.heads:
-                collected = self._read_shaped(shape, texts)
-                if collected is not None:
-                    return collected
-        collected = self._read_known(lines, parts) or self._learn(lines)
-        self._shape = self._learn_shape([head for head, _, _ in parts])
+        collected = self._read_known(lines) or self._learn(lines)
+        self._shape = self._learn_shape(page)
         return collected
 
-    def _read_shaped(self, shape: _Shape, texts: tuple[bytes, ...]) -> Collected | None:
-        """The fastest path; None when a value is not plain decimal (read line by line)."""
-        wanted = list(map(texts.__getitem__, shape.value_lines))
-        if b"".join(wanted).translate(None, _DECIMAL_BYTES):
+    def _read_shaped(self, shape: _Shape, page: bytes) -> Collected | None:
+        """The fastest path; None when the page is not the shape with plain decimal values
+        in its slots (then it is read line by line)."""
+        lines = page.split(b"\n")
+        if len(lines) != shape.line_count:
             return None
-        try:
-            numbers: list[float | None] = list(map(float, wanted))
-        except ValueError:
+        slots = list(
+            map(bytes.__getitem__, map(lines.__getitem__, shape.slot_lines), shape.slot_starts)
+        )
+        rebuilt = list(shape.frame)
+        rebuilt[1::2] = slots
+        if b"".join(rebuilt) != page:
             return None
-        numbers.append(None)
+        values = _decimals(slots)
+        if values is None:
+            return None
+        if shape.ignores_slots:
+            values = list(map(values.__getitem__, shape.value_slots))
+        numbers: list[float | None] = [*values, None]  # None for the cells with no line
         table = list(map(numbers.__getitem__, shape.table_sources))
-        present = None if shape.reason_lines else shape.value_rows
-        collected = Collected(self.schema, self._layout.identities, table, present)
-        for position, cell in shape.reason_lines:
+        collected = Collected(self.schema, self._layout.identities, table, shape.present_rows)
+        for position, cell in shape.reason_values:
             collected.add(cell, numbers[position])  # type: ignore[arg-type]
-        collected.good_lines = len(wanted)
+        collected.good_lines = len(slots)
         return collected
 
-    def _learn_shape(self, heads: list[bytes]) -> _Shape | None:
-        """The shape of a page just read, or None when some line can only be read alone
-        (a line not learnt, e.g. a bad or timestamped one) or a cell is filled twice."""
-        cells = [self._cells.get(head, _UNKNOWN) for head in heads]
-        if _UNKNOWN in cells:
+    def _learn_shape(self, page: bytes) -> _Shape | None:
+        """The shape of a page just read, or None when it has none (see :meth:`_frame`)
+        or a cell is filled twice (a duplicate series: the line path counts it)."""
+        cut = self._frame(page)
+        if cut is None:
             return None
-        value_lines = [line for line, cell in enumerate(cells) if cell is not None]
-        table_sources = [len(value_lines)] * (len(self._layout.identities) * WIDTH)
-        reason_lines: list[tuple[int, Cell]] = []
-        for position, line in enumerate(value_lines):
-            cell = cells[line]
+        table_sources = [len(cut.values)] * (len(self._layout.identities) * WIDTH)
+        reason_values: list[tuple[int, Cell]] = []
+        for position, (_, cell) in enumerate(cut.values):
             if type(cell) is not int:
-                reason_lines.append((position, cast(Cell, cell)))
-            elif table_sources[cell] != len(value_lines):
-                return None  # a duplicate series: the line-by-line path counts it
+                reason_values.append((position, cell))
+            elif table_sources[cell] != len(cut.values):
+                return None
             else:
                 table_sources[cell] = position
-        value_rows = sorted({cell // WIDTH for cell in cells if type(cell) is int})
         return _Shape(
-            tuple(heads),
-            tuple(value_lines),
-            tuple(table_sources),
-            tuple(reason_lines),
-            tuple(value_rows),
+            frame=cut.frame,
+            line_count=cut.line_count,
+            slot_lines=cut.slot_lines,
+            slot_starts=cut.slot_starts,
+            ignores_slots=len(cut.slot_lines) > len(cut.values),
+            value_slots=tuple(slot for slot, _ in cut.values),
+            table_sources=tuple(table_sources),
+            reason_values=tuple(reason_values),
+            present_rows=_present_rows(cell for _, cell in cut.values),
         )
 
-    def _read_known(
-        self, lines: list[bytes], parts: list[tuple[bytes, bytes, bytes]]
-    ) -> Collected | None:
+    def _frame(self, page: bytes) -> _Frame | None:
+        """The page cut around its sample values; None when a sample line can only be read
+        alone (one not learnt, e.g. a bad or timestamped one)."""
+        frame: list[bytes] = []
+        fixed: list[bytes] = []  # the page's bytes since the last slot
+        slot_lines: list[int] = []
+        slot_starts: list[slice] = []
+        values: list[tuple[int, Cell]] = []
+        lines = page.split(b"\n")
+        for number, line in enumerate(lines):
+            if line and not line.startswith(b"#"):
+                head = line.rpartition(b" ")[0]
+                cell = self._cells.get(head, _UNKNOWN)
+                if cell is _UNKNOWN:
+                    return None
+                if cell is not None:
+                    values.append((len(slot_lines), cell))
+                slot_lines.append(number)
+                slot_starts.append(slice(len(head) + 1, None))
+                frame.extend((b"".join(fixed) + head + b" ", b""))
+                fixed = []
+            else:
+                fixed.append(line)
+            fixed.append(b"\n")
+        fixed.pop()  # no newline after the last line
+        frame.append(b"".join(fixed))
+        return _Frame(
+            tuple(frame), len(lines), tuple(slot_lines), tuple(slot_starts), tuple(values)
+        )
+
+    def _read_known(self, lines: list[bytes]) -> Collected | None:
         """Line by line, parsing only new lines; None when the page must be learnt anew."""
         cells = self._cells
         collected = Collected(self.schema, self._layout.identities)
         values, duplicates = collected.values, collected.duplicates
         good = 0
-        for line, (head, _, text) in zip(lines, parts, strict=True):
+        for line in lines:
+            head, _, text = line.rpartition(b" ")
             cell = cells.get(head, _UNKNOWN)
             if cell is None:
+                if not head.startswith(b"#"):  # a series the schema does not use
+                    self._check_value(collected, text)
                 continue
             if cell is _UNKNOWN:
                 if len(cells) > self._cell_limit:
@@ -609,6 +702,17 @@ class PageReader:
             self._add_line(collected, text, cell)
         collected.good_lines += good
         return collected
+
+    @staticmethod
+    def _check_value(collected: Collected, text: bytes) -> None:
+        """Count an unused series' line as good or bad, as learning it would."""
+        try:
+            parse_value(text.decode("utf-8", errors="replace"))
+        except ValueError:
+            collected.bad_lines += 1
+            collected.rejected["bad_value" if text else "truncated"] += 1
+            return
+        collected.good_lines += 1
 
     @staticmethod
     def _add_line(collected: Collected, text: bytes, cell: Cell) -> None:
