@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from meltguard.api.models import TelemetrySpec
 
 log = logging.getLogger(__name__)
+_UUID = operator.attrgetter("uuid")
 
 ListEndpoints = Callable[[str, Mapping[str, str], int], Awaitable[list[str]]]
 Pods = Collection[tuple[str, str]]
@@ -190,16 +192,17 @@ class ScrapeSource:
         errors: list[EndpointError],
         rejected: Counter[str],
     ) -> TelemetryReading:
-        unique: dict[str, GpuSample] = {}
-        for sample in samples:
-            if sample.uuid in unique:  # two endpoints claim one GPU: keep the first
-                rejected["duplicate"] += 1
-            else:
-                unique[sample.uuid] = sample
+        uuids = set(map(_UUID, samples))
+        if len(uuids) < len(samples):  # two endpoints claim one GPU: keep the first
+            unique: dict[str, GpuSample] = {}
+            for sample in samples:
+                unique.setdefault(sample.uuid, sample)
+            rejected["duplicate"] += len(samples) - len(unique)
+            samples = list(unique.values())
         count(self.schema.source, errors, rejected)
         return TelemetryReading(
-            samples=tuple(unique.values()),
-            lost_gpus=frozenset(lost - unique.keys()),
+            samples=tuple(samples),
+            lost_gpus=frozenset(lost - uuids),
             errors=tuple(errors),
             rejected=dict(rejected),
         )
