@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meltguard.telemetry.interpret import EXPORTER_SCHEMA, Collected, PageReader
+from meltguard.telemetry.interpret import COLUMNS, EXPORTER_SCHEMA, Collected, PageReader
 
 from .helpers import render_page
 
@@ -101,3 +102,19 @@ def test_values_change_between_reads_of_the_same_layout() -> None:
     assert {s.temperature_celsius for s in after} == {91.0}
     assert {s.sampled_at for s in after} == {2.0}
     assert [s.throttle_reasons for s in after].count(frozenset({"hw_thermal", "sw_thermal"})) == 1
+
+
+@pytest.mark.parametrize("series", [0, 1, 2])
+def test_pages_of_few_series_read_alike_warm_and_fresh(series: int) -> None:
+    lines = [f'meltguard_gpu_up{{uuid="GPU-{n}",node="a"}} ' for n in range(series)]
+
+    def page(value: str) -> bytes:
+        return ("# HELP meltguard_gpu_up Up.\n" + "".join(f"{h}{value}\n" for h in lines)).encode()
+
+    warm = PageReader(EXPORTER_SCHEMA)
+    warm.read(page("1.0"))
+    for value in ("0.0", "1", "1.0"):
+        table = warm.read(page(value))
+        assert table.values == PageReader(EXPORTER_SCHEMA).read(page(value)).values
+        assert table.values[COLUMNS.index("up") :: len(COLUMNS)] == [float(value)] * series
+        assert (table.good_lines, table.bad_lines) == (series, 0)

@@ -29,7 +29,7 @@ import itertools
 import math
 import operator
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
@@ -517,8 +517,9 @@ class _Shape:
     frame: tuple[bytes, ...]
     #: how many lines the page splits into
     line_count: int
-    #: the line of every slot, in page order, and where its value starts in the line
-    slot_lines: tuple[int, ...]
+    #: picks the line of every slot from the page's lines, in page order
+    slot_lines: Callable[[list[bytes]], Sequence[bytes]]
+    #: where each slot's value starts in its line
     slot_starts: tuple[slice, ...]
     #: whether some slot holds a series the schema does not use (its value is checked,
     #: not kept)
@@ -543,6 +544,14 @@ class _Frame(NamedTuple):
     slot_starts: tuple[slice, ...]
     #: (slot, cell) of each value the table uses
     values: tuple[tuple[int, Cell], ...]
+
+
+def _picker(indices: Sequence[int]) -> Callable[[list[bytes]], Sequence[bytes]]:
+    """Picks the items at ``indices`` out of a list in one C call (``itemgetter`` gives a
+    lone item rather than a tuple of one, so one item or none is picked as a slice)."""
+    if len(indices) > 1:
+        return operator.itemgetter(*indices)
+    return operator.itemgetter(slice(indices[0], indices[0] + 1) if indices else slice(0, 0))
 
 
 def _present_rows(cells: Iterable[Cell]) -> tuple[int, ...] | None:
@@ -598,7 +607,7 @@ class PageReader:
         if len(lines) != shape.line_count:
             return None
         slots = list(
-            map(bytes.__getitem__, map(lines.__getitem__, shape.slot_lines), shape.slot_starts)
+            map(bytes.__getitem__, shape.slot_lines(lines), shape.slot_starts)
         )
         rebuilt = list(shape.frame)
         rebuilt[1::2] = slots
@@ -635,7 +644,7 @@ class PageReader:
         return _Shape(
             frame=cut.frame,
             line_count=cut.line_count,
-            slot_lines=cut.slot_lines,
+            slot_lines=_picker(cut.slot_lines),
             slot_starts=cut.slot_starts,
             ignores_slots=len(cut.slot_lines) > len(cut.values),
             value_slots=tuple(slot for slot, _ in cut.values),
