@@ -25,8 +25,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
+import platform
 import random
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -260,6 +263,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--servers", type=int, default=2, help="helper processes serving the pages")
     args = parser.parse_args()
+    # figures depend on the interpreter's build (PGO/LTO or not) as much as on the machine
+    print(f"Python {platform.python_version()} at {sys.executable}, {os.cpu_count()} CPUs")
     pages, pods = render_pages(args.exporters, args.gpus_per_exporter)
     endpoints, processes = start_servers(pages, args.servers)
     try:
