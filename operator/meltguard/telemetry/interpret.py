@@ -606,9 +606,7 @@ class PageReader:
         lines = page.split(b"\n")
         if len(lines) != shape.line_count:
             return None
-        slots = list(
-            map(bytes.__getitem__, shape.slot_lines(lines), shape.slot_starts)
-        )
+        slots = list(map(bytes.__getitem__, shape.slot_lines(lines), shape.slot_starts))
         rebuilt = list(shape.frame)
         rebuilt[1::2] = slots
         if b"".join(rebuilt) != page:
