@@ -74,7 +74,7 @@ class _ResponseParser:
         if self.mode == "length":
             if len(buffer) < self.length:
                 return None
-            body = bytes(buffer[: self.length])
+            body = bytes(memoryview(buffer)[: self.length])  # one copy, not two
             del buffer[: self.length]
             return self._response(body)
         if self.mode == "close":
@@ -143,7 +143,7 @@ class _ResponseParser:
                 return None
             if buffer[self.chunk : self.chunk + 2] != b"\r\n":
                 raise ValueError("chunk not followed by CRLF")
-            self.parts.append(bytes(buffer[: self.chunk]))
+            self.parts.append(bytes(memoryview(buffer)[: self.chunk]))
             del buffer[: self.chunk + 2]
             self.chunk = None
 
@@ -412,6 +412,8 @@ class Scraper:
 
     def page_or_error(self, endpoint: str, outcome: Response | Exception) -> bytes | ScrapeError:
         """The page of a good answer; a :class:`ScrapeError` naming the endpoint else."""
+        if isinstance(outcome, Response):
+            return self._page(endpoint, outcome)
         if isinstance(outcome, ScrapeError):
             return ScrapeError(outcome.reason, f"{endpoint}: {outcome}")
         if isinstance(outcome, TimeoutError):
@@ -421,13 +423,15 @@ class Scraper:
         if isinstance(outcome, OSError):
             reason = "refused" if isinstance(outcome, ConnectionRefusedError) else "connection"
             return ScrapeError(reason, f"{endpoint}: {outcome.strerror or outcome}")
-        if not isinstance(outcome, Response):
-            return ScrapeError("connection", f"{endpoint}: {outcome!r}")
-        if outcome.status != 200:
-            return ScrapeError("http_status", f"{endpoint}: HTTP {outcome.status}")
-        if outcome.headers.get("content-encoding", "identity").lower() != "identity":
+        return ScrapeError("connection", f"{endpoint}: {outcome!r}")
+
+    @staticmethod
+    def _page(endpoint: str, response: Response) -> bytes | ScrapeError:
+        if response.status != 200:
+            return ScrapeError("http_status", f"{endpoint}: HTTP {response.status}")
+        if response.headers.get("content-encoding", "identity").lower() != "identity":
             return ScrapeError("protocol", f"{endpoint}: unrequested content encoding")
-        return outcome.body
+        return response.body
 
     def take_idle(self, endpoint: str) -> _Connection | None:
         """The endpoint's kept-alive connection, if it has one still open."""
