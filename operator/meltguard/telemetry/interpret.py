@@ -383,8 +383,9 @@ def _samples(
         ok,
         strict=True,
     )
-    # tuple.__new__ in GpuSample's field order, at C speed
-    return cast(list[GpuSample], list(map(tuple.__new__, itertools.repeat(GpuSample), fields)))
+    # tuple.__new__ in GpuSample's field order skips NamedTuple's Python-level __new__
+    new = tuple.__new__
+    return cast(list[GpuSample], [new(GpuSample, gpu) for gpu in fields])
 
 
 def _fill_memory_total(
