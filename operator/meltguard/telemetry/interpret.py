@@ -251,11 +251,13 @@ class Collected:
             self.touched.add(row)
             self.rejected["out_of_range"] += 1
 
-    def refuse(self, cell: Cell, reason: str) -> None:
-        """Count a line whose value could not be read; its GPU still counts as present."""
+    def refuse(self, cell: Cell | None, reason: str) -> None:
+        """Count a line whose value could not be read; its GPU (if any) still counts as
+        present."""
         self.bad_lines += 1
         self.rejected[reason] += 1
-        self.touched.add(cell // WIDTH if type(cell) is int else cell[0])  # type: ignore[index]
+        if cell is not None:
+            self.touched.add(cell // WIDTH if type(cell) is int else cell[0])  # type: ignore[index]
 
     def served(self) -> Served:
         """The GPUs on the page this read, and their pods."""
@@ -588,23 +590,19 @@ class PageReader:
         self._shape: _Shape | None = None
 
     def read(self, page: bytes) -> Collected:
+        lines = page.split(b"\n")
         if self._shape is not None:
-            collected = self._read_shaped(self._shape, page)
+            collected = self._read_shaped(self._shape, page, lines)
             if collected is not None:
                 return collected
-        lines = page.split(b"\n")
-        if lines and not lines[-1]:
-            lines.pop()  # the page's final newline
-        if b"" in lines:
-            lines = [line for line in lines if line]
-        collected = self._read_known(lines) or self._learn(lines)
-        self._shape = self._learn_shape(page)
+        filled = [line for line in lines if line] if b"" in lines else lines
+        collected = self._read_known(filled) or self._learn(filled)
+        self._shape = self._learn_shape(lines)
         return collected
 
-    def _read_shaped(self, shape: _Shape, page: bytes) -> Collected | None:
-        """The fastest path; None when the page is not the shape with plain decimal values
-        in its slots (then it is read line by line)."""
-        lines = page.split(b"\n")
+    def _read_shaped(self, shape: _Shape, page: bytes, lines: list[bytes]) -> Collected | None:
+        """The fastest path (``lines``: the page split at newlines); None when the page is
+        not the shape with plain decimal values in its slots (then it is read line by line)."""
         if len(lines) != shape.line_count:
             return None
         slots = list(map(bytes.__getitem__, shape.slot_lines(lines), shape.slot_starts))
@@ -625,10 +623,11 @@ class PageReader:
         collected.good_lines = len(slots)
         return collected
 
-    def _learn_shape(self, page: bytes) -> _Shape | None:
-        """The shape of a page just read, or None when it has none (see :meth:`_frame`)
-        or a cell is filled twice (a duplicate series: the line path counts it)."""
-        cut = self._frame(page)
+    def _learn_shape(self, lines: list[bytes]) -> _Shape | None:
+        """The shape of the page just read (its ``lines``, empty ones kept), or None when it
+        has none (see :meth:`_frame`) or a cell is filled twice (a duplicate series: the
+        line path counts it)."""
+        cut = self._frame(lines)
         if cut is None:
             return None
         table_sources = [len(cut.values)] * (len(self._layout.identities) * WIDTH)
@@ -652,7 +651,7 @@ class PageReader:
             present_rows=_present_rows(cell for _, cell in cut.values),
         )
 
-    def _frame(self, page: bytes) -> _Frame | None:
+    def _frame(self, lines: list[bytes]) -> _Frame | None:
         """The page cut around its sample values; None when a sample line can only be read
         alone (one not learnt, e.g. a bad or timestamped one)."""
         frame: list[bytes] = []
@@ -660,7 +659,6 @@ class PageReader:
         slot_lines: list[int] = []
         slot_starts: list[slice] = []
         values: list[tuple[int, Cell]] = []
-        lines = page.split(b"\n")
         for number, line in enumerate(lines):
             if line and not line.startswith(b"#"):
                 head = line.rpartition(b" ")[0]
@@ -693,7 +691,7 @@ class PageReader:
             cell = cells.get(head, _UNKNOWN)
             if cell is None:
                 if not head.startswith(b"#"):  # a series the schema does not use
-                    self._check_value(collected, text)
+                    self._add_line(collected, text, None)
                 continue
             if cell is _UNKNOWN:
                 if len(cells) > self._cell_limit:
@@ -712,25 +710,17 @@ class PageReader:
         return collected
 
     @staticmethod
-    def _check_value(collected: Collected, text: bytes) -> None:
-        """Count an unused series' line as good or bad, as learning it would."""
-        try:
-            parse_value(text.decode("utf-8", errors="replace"))
-        except ValueError:
-            collected.bad_lines += 1
-            collected.rejected["bad_value" if text else "truncated"] += 1
-            return
-        collected.good_lines += 1
-
-    @staticmethod
-    def _add_line(collected: Collected, text: bytes, cell: Cell) -> None:
+    def _add_line(collected: Collected, text: bytes, cell: Cell | None) -> None:
+        """Count a line good or bad by its value, and add the value to its cell; a line of
+        a series the schema does not use (no cell) is only counted, as learning it would."""
         try:
             value = parse_value(text.decode("utf-8", errors="replace"))
         except ValueError:
             collected.refuse(cell, "bad_value" if text else "truncated")
             return
         collected.good_lines += 1
-        collected.add(cell, value)
+        if cell is not None:
+            collected.add(cell, value)
 
     def _learn_line(self, line: bytes, collected: Collected) -> None:
         """Parse one line in full, remember its head, add its value."""
