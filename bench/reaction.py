@@ -38,10 +38,9 @@ from typing import Any
 import aiohttp
 import kmock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "operator"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from operator_apiserver import ApiServer, WatchEvent
-from operator_harness import (
+from tests.k8s.harness import (
     CONFIGMAPS,
     DEPLOYMENTS,
     POLICIES,
@@ -55,6 +54,7 @@ from operator_harness import (
     start_fleet,
     status_of,
 )
+from tests.k8s.kmock_apiserver import ApiServer, WatchEvent
 
 NS = "bench"
 TARGET = "worker"

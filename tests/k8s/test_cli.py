@@ -11,8 +11,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from operator_apiserver import ApiServer
-from operator_harness import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from meltguard.k8s import cli
+from meltguard.k8s.metrics import METRIC_NAMES
+from meltguard.telemetry.metrics import METRIC_NAMES as TELEMETRY_METRIC_NAMES
+
+from .harness import (
     POLICIES,
     add_namespaces,
     condition_of,
@@ -22,11 +27,7 @@ from operator_harness import (
     server_url,
     versions,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
-from meltguard.k8s import cli
-from meltguard.k8s.metrics import METRIC_NAMES
-from meltguard.telemetry.metrics import METRIC_NAMES as TELEMETRY_METRIC_NAMES
+from .kmock_apiserver import ApiServer
 
 NS = "inference"
 PEERINGS = "kopf.dev/v1/kopfpeerings"

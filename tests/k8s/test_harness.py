@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 
 import kopf
-from operator_apiserver import ApiServer
-from operator_harness import POLICIES, KopfThread, add_namespaces, eventually, login_to
+
+from .harness import POLICIES, KopfThread, add_namespaces, eventually, login_to
+from .kmock_apiserver import ApiServer
 
 NS = "inference"
 

@@ -4,8 +4,8 @@ and every listed permission is really needed."""
 from __future__ import annotations
 
 import pytest
-from operator_apiserver import ApiServer
-from operator_harness import (
+
+from .harness import (
     PODS,
     POLICIES,
     STATEFULSETS,
@@ -18,6 +18,7 @@ from operator_harness import (
     verbs_listed,
     verbs_used,
 )
+from .kmock_apiserver import ApiServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

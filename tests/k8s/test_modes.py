@@ -8,8 +8,8 @@ from typing import Any
 
 import kmock
 import pytest
-from operator_apiserver import ApiServer
-from operator_harness import (
+
+from .harness import (
     CONFIGMAPS,
     POLICIES,
     MeltguardOperator,
@@ -24,6 +24,7 @@ from operator_harness import (
     start_fleet,
     status_of,
 )
+from .kmock_apiserver import ApiServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -6,8 +6,8 @@ import itertools
 from typing import Any
 
 import pytest
-from operator_apiserver import ApiServer
-from operator_harness import (
+
+from .harness import (
     POLICIES,
     MeltguardOperator,
     condition_of,
@@ -21,6 +21,7 @@ from operator_harness import (
     start_fleet,
     status_of,
 )
+from .kmock_apiserver import ApiServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -138,7 +139,7 @@ async def test_cooling_relaxes_in_reverse_order_and_scales_down_after_the_window
 
 
 def _status_versions(api: ApiServer) -> list[dict[str, Any]]:
-    from operator_harness import versions
+    from .harness import versions
 
     return [version["status"] for version in versions(api, POLICIES, NS, "imagegen")
             if version.get("status")]

@@ -1,7 +1,7 @@
 """kmock 0.8 made to behave like a Kubernetes API server where meltguard relies on it.
 
 kmock's :class:`~kmock.KubernetesEmulator` stores objects and serves list/watch/get/create/
-patch/delete, but (checked by hand, see DESIGN.md "Testing without a cluster") it sets no
+patch/delete, but (checked by hand against kmock 0.8) it sets no
 ``resourceVersion``/``uid``/``generation``, answers a failed JSON-patch ``test`` op with 500,
 replays every object on each watch (ignoring ``?resourceVersion=``) and subscribes only after
 that replay, ignores label/field selectors, serves ``/scale`` as the whole object and lets a

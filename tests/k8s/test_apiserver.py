@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 import kmock
 import pytest
-from operator_apiserver import ApiServer, matches_selectors, merge_patch, selector_string
-from operator_harness import CONFIGMAPS, DEPLOYMENTS, POLICIES
+
+from .harness import CONFIGMAPS, DEPLOYMENTS, POLICIES
+from .kmock_apiserver import ApiServer, matches_selectors, merge_patch, selector_string
 
 NS = "inference"
 MERGE = {"Content-Type": "application/merge-patch+json"}

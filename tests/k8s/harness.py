@@ -1,7 +1,7 @@
 """Running kopf against the kmock API server, and building the objects tests need.
 
 kopf cancels every task of its event loop when it exits, so it runs in a thread of its own
-with its own loop (:class:`KopfThread`); the test's loop serves the API (:mod:`operator_apiserver`).
+with its own loop (:class:`KopfThread`); the test's loop serves the API (:mod:`.kmock_apiserver`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import Any
 import aiohttp
 import kmock
 import kopf
-from operator_apiserver import ApiServer
 
 from meltguard.k8s.handlers import Runtime, build_registry, configure_settings
 from meltguard.k8s.metrics import OperatorMetrics
 from meltguard.k8s.rbac import API_CALLS
 from meltguard.k8s.telemetry import telemetry_sources
+
+from .kmock_apiserver import ApiServer
 
 POLICIES = "meltguard.io/v1alpha1/imagequotapolicies"
 DEPLOYMENTS = "apps/v1/deployments"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operator_apiserver import ApiServer
-from operator_harness import (
+from prometheus_client import generate_latest
+
+from .harness import (
     DEPLOYMENTS,
     EVENTS,
     POLICIES,
@@ -16,7 +17,7 @@ from operator_harness import (
     eventually,
     policy,
 )
-from prometheus_client import generate_latest
+from .kmock_apiserver import ApiServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

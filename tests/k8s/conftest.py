@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 import kmock
 import pytest_asyncio
-from operator_apiserver import ApiServer
-from operator_harness import declare_resources
+
+from .harness import declare_resources
+from .kmock_apiserver import ApiServer
 
 
 @pytest_asyncio.fixture()
