@@ -16,10 +16,10 @@ import statistics
 import time
 from collections.abc import Callable
 
+from meltguard.api.state import ControllerState
 from meltguard.api.validation import parse_spec
 from meltguard.core.decide import decide
 from meltguard.core.observation import GpuSample, Observation
-from meltguard.core.state import ControllerState
 
 NOW = 1_750_000_000.0
 
@@ -68,8 +68,8 @@ def main() -> None:
                              {"name": "pro", "unlimited": True}]},
     })
     observation = make_fleet(args.gpus)
-    warm_state = decide(spec, ControllerState.initial(), observation, NOW - 20).state
-    decide_s = median_seconds(lambda: decide(spec, warm_state, observation, NOW), args.repeat)
+    warm_state = decide(spec, ControllerState.initial(), observation, now=NOW - 20).state
+    decide_s = median_seconds(lambda: decide(spec, warm_state, observation, now=NOW), args.repeat)
     baseline_s = median_seconds(lambda: bare_loop(observation), args.repeat)
     round_trip_s = median_seconds(lambda: ControllerState.from_dict(warm_state.to_dict()),
                                   args.repeat)

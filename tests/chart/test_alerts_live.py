@@ -29,10 +29,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
+from meltguard.api.state import ControllerState
 from meltguard.api.validation import parse_spec
 from meltguard.core.decide import decide
 from meltguard.core.observation import GpuSample, Observation
-from meltguard.core.state import ControllerState
 from meltguard.k8s.metrics import OperatorMetrics
 
 from .helm import NAMESPACE, Helm
@@ -138,7 +138,7 @@ def operator_registry() -> CollectorRegistry:
         # no sample at all: phase Unknown
         ("batch", "captioner", Observation((), current_replicas=1)),
     ]:
-        decision = decide(spec, ControllerState.initial(), observation, now)
+        decision = decide(spec, ControllerState.initial(), observation, now=now)
         metrics.observe(namespace, policy, decision, applied=True,
                         bounds=(spec.min_replicas, spec.max_replicas))
     return metrics.registry

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from meltguard.api.models import PolicySpec
+from meltguard.api.state import ControllerState
 from meltguard.core.decide import Decision, decide
 from meltguard.core.observation import Observation
-from meltguard.core.state import ControllerState
 
 from .conftest import NOW, fleet, make_spec
 
@@ -16,7 +16,7 @@ def run(spec: PolicySpec, observations: list[tuple[float, Observation]],
     decisions = []
     state = state or ControllerState.initial()
     for now, observation in observations:
-        decision = decide(spec, ControllerState.from_dict(state.to_dict()), observation, now)
+        decision = decide(spec, ControllerState.from_dict(state.to_dict()), observation, now=now)
         decisions.append(decision)
         state = decision.state
     return decisions
@@ -25,7 +25,7 @@ def run(spec: PolicySpec, observations: list[tuple[float, Observation]],
 def test_melting_scales_up_by_at_least_one_step_even_within_tolerance(spec: PolicySpec) -> None:
     # utilization 0.75 vs target 0.7 is within tolerance, but every GPU is thermally throttled
     decision = decide(spec, ControllerState(), fleet(4, 4, util=0.75,
-                                                     reasons=frozenset({"hw_thermal"})), NOW)
+                                                     reasons=frozenset({"hw_thermal"})), now=NOW)
     assert decision.phase == "Melting"
     assert decision.desired_replicas == 12  # + maxStepReplicas 8
     assert [e.reason for e in decision.events] == ["MeltingStarted", "ScaledUp"]
@@ -35,19 +35,19 @@ def test_no_scale_down_while_hot_stale_or_pending() -> None:
     spec = make_spec(scaling={"scaleDown": {"stabilizationSeconds": 0, "maxStepPercent": 50,
                                             "periodSeconds": 60}})
     cold = fleet(8, 8, util=0.1)
-    assert decide(spec, ControllerState(), cold, NOW).desired_replicas == 4
+    assert decide(spec, ControllerState(), cold, now=NOW).desired_replicas == 4
     hot = fleet(8, 8, util=0.1, temp=90)
-    blocked = decide(spec, ControllerState(), hot, NOW)
+    blocked = decide(spec, ControllerState(), hot, now=NOW)
     assert (blocked.desired_replicas, blocked.scale_reason) == (8, "ScaleDownBlocked")
     stale = Observation((*cold.samples[:-1], fleet(1, 8, util=0.1, at=NOW - 60).samples[0]),
                         current_replicas=8)
-    assert decide(spec, ControllerState(), stale, NOW).desired_replicas == 8
+    assert decide(spec, ControllerState(), stale, now=NOW).desired_replicas == 8
     pending = fleet(8, 8, pending=1, util=0.1)
-    assert decide(spec, ControllerState(), pending, NOW).desired_replicas == 8
+    assert decide(spec, ControllerState(), pending, now=NOW).desired_replicas == 8
 
 
 def test_no_new_replicas_on_top_of_pending_pods(spec: PolicySpec) -> None:
-    decision = decide(spec, ControllerState(), fleet(4, 6, pending=2, util=0.99), NOW)
+    decision = decide(spec, ControllerState(), fleet(4, 6, pending=2, util=0.99), now=NOW)
     assert decision.desired_replicas == 6
     assert decision.scaling_limited == "NoGPUCapacity"
     limited = {c.type: c for c in decision.conditions}["ScalingLimited"]
@@ -73,7 +73,7 @@ def test_melting_past_grace_tightens_even_below_max(spec: PolicySpec) -> None:
 
 
 def test_telemetry_lost_holds_and_reports(spec: PolicySpec) -> None:
-    decision = decide(spec, ControllerState(phase="Warm"), fleet(4, 6, at=NOW - 100), NOW)
+    decision = decide(spec, ControllerState(phase="Warm"), fleet(4, 6, at=NOW - 100), now=NOW)
     assert (decision.phase, decision.desired_replicas) == ("Unknown", 6)
     assert [e.reason for e in decision.events] == ["TelemetryLost"]
     telemetry = {c.type: c for c in decision.conditions}["TelemetryAvailable"]
@@ -104,7 +104,7 @@ def test_no_scale_down_while_quotas_are_tightened() -> None:
     spec = make_spec(scaling={"scaleDown": {"stabilizationSeconds": 0, "maxStepPercent": 50,
                                             "periodSeconds": 60}})
     state = ControllerState(limits=[{"name": "free", "limit": 1}, {"name": "plus", "limit": 200}])
-    decision = decide(spec, state, fleet(8, 8, util=0.1), NOW)
+    decision = decide(spec, state, fleet(8, 8, util=0.1), now=NOW)
     assert (decision.desired_replicas, decision.scale_reason) == (8, "ScaleDownBlocked")
     assert "quotas are tightened" in decision.scale_message
 

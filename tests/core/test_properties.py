@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meltguard.api.models import PolicySpec
+from meltguard.api.state import ControllerState
 from meltguard.core.decide import Decision, decide
 from meltguard.core.observation import GpuSample, Observation
-from meltguard.core.state import ControllerState
 
 from .conftest import NOW, make_spec
 
@@ -49,7 +49,7 @@ def replay(spec: PolicySpec, sequence: list[tuple[float, Observation]]) -> list[
     state = ControllerState.initial()
     out = []
     for now, observation in sequence:
-        decision = decide(spec, state, observation, now)
+        decision = decide(spec, state, observation, now=now)
         out.append(decision)
         state = decision.state
     return out

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from meltguard.api.models import PolicySpec
-from meltguard.core.quotas import QuotaChange, limits_in_force, step_quotas
-from meltguard.core.state import TierLimit
+from meltguard.api.models import PolicySpec, QuotasSpec
+from meltguard.api.state import TierLimit
+from meltguard.api.vocabulary import Phase
+from meltguard.core.quotas import QuotaChange, QuotaStep, limits_in_force, step_quotas
 
 from .conftest import NOW, make_spec
+
+
+def quota_step(quotas: QuotasSpec, remembered: list[TierLimit], phase: Phase, *,
+         cannot_help: bool = False, all_cooling: bool = False, calm_since: float | None = None,
+         last: float | None = None, now: float = NOW) -> QuotaStep:
+    return step_quotas(quotas, remembered=remembered, phase=phase,
+                       scaling_cannot_help=cannot_help, all_cooling=all_cooling,
+                       calm_since=calm_since, last_change=last, now=now)
 
 
 def limits(**values: int) -> list[TierLimit]:
@@ -19,7 +28,7 @@ def test_tightens_first_tier_by_factor_down_to_floor_then_next(spec: PolicySpec)
     last = None
     for minute in range(6):
         now = NOW + 60 * minute
-        step = step_quotas(spec.quotas, memory, "Melting", True, False, None, last, now)
+        step = quota_step(spec.quotas, memory, "Melting", cannot_help=True, last=last, now=now)
         memory = list(step.limits)
         if step.change:
             changes.append(step.change)
@@ -34,18 +43,19 @@ def test_tightens_first_tier_by_factor_down_to_floor_then_next(spec: PolicySpec)
 
 
 def test_tighten_waits_for_its_interval(spec: PolicySpec) -> None:
-    step = step_quotas(spec.quotas, limits(free=1, plus=200), "Melting", True, False, None,
-                       NOW - 59, NOW)
+    step = quota_step(spec.quotas, limits(free=1, plus=200), "Melting", cannot_help=True,
+                      last=NOW - 59)
     assert step.change is None
 
 
 def test_no_tighten_while_every_melting_gpu_is_already_cooling(spec: PolicySpec) -> None:
-    assert step_quotas(spec.quotas, [], "Melting", True, True, None, None, NOW).change is None
+    step = quota_step(spec.quotas, [], "Melting", cannot_help=True, all_cooling=True)
+    assert step.change is None
 
 
 def test_no_tighten_while_scaling_can_still_help_or_not_melting(spec: PolicySpec) -> None:
-    assert step_quotas(spec.quotas, [], "Melting", False, False, None, None, NOW).change is None
-    assert step_quotas(spec.quotas, [], "Hot", True, False, None, None, NOW).change is None
+    assert quota_step(spec.quotas, [], "Melting").change is None
+    assert quota_step(spec.quotas, [], "Hot", cannot_help=True).change is None
 
 
 def test_relax_gives_back_last_tightened_tier_first_in_steps_of_baseline_share() -> None:
@@ -56,7 +66,7 @@ def test_relax_gives_back_last_tightened_tier_first_in_steps_of_baseline_share()
     last = NOW - 300
     for step_index in range(8):
         now = NOW + 300 * step_index
-        step = step_quotas(spec.quotas, memory, "Cool", False, False, calm_since, last, now)
+        step = quota_step(spec.quotas, memory, "Cool", calm_since=calm_since, last=last, now=now)
         memory = list(step.limits)
         if step.change:
             changes.append((step.change.tier, step.change.new))
@@ -68,18 +78,18 @@ def test_relax_gives_back_last_tightened_tier_first_in_steps_of_baseline_share()
 
 def test_relax_waits_for_calm_to_last_an_interval(spec: PolicySpec) -> None:
     memory = limits(free=0, plus=200)
-    held = step_quotas(spec.quotas, memory, "Warm", False, False, NOW - 299, None, NOW).change
+    held = quota_step(spec.quotas, memory, "Warm", calm_since=NOW - 299).change
     assert held is None
-    relaxed = step_quotas(spec.quotas, memory, "Warm", False, False, NOW - 300, None, NOW).change
+    relaxed = quota_step(spec.quotas, memory, "Warm", calm_since=NOW - 300).change
     assert relaxed == QuotaChange("free", 0, 1, "relax")
 
 
 def test_telemetry_loss_holds_or_tightens_as_configured() -> None:
     hold = make_spec()
-    assert step_quotas(hold.quotas, [], "Unknown", False, False, None, None, NOW).change is None
+    assert quota_step(hold.quotas, [], "Unknown").change is None
     tighten = make_spec(quotas={**hold.quotas.model_dump(by_alias=True),
                                 "onTelemetryLoss": "tighten"})
-    change = step_quotas(tighten.quotas, [], "Unknown", False, False, None, None, NOW).change
+    change = quota_step(tighten.quotas, [], "Unknown").change
     assert change == QuotaChange("free", 3, 1, "tighten")
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from meltguard.api.models import ScalingSpec
-from meltguard.core.replicas import Limited, hpa_replicas, usage_recommendation
-from meltguard.core.state import Recommendation, ScaleEvent
+from meltguard.api.state import Recommendation, ScaleEvent
+from meltguard.core.replicas import Limited, hpa_sync, usage_recommendation
 
 NOW = 10_000.0
 
@@ -80,17 +80,32 @@ HPA_CASES = [
 def test_hpa_parity(current: int, utilization: float, spec: ScalingSpec, low: int, high: int,
                     history: list[Recommendation], events: list[ScaleEvent], expected: int,
                     reason: str) -> None:
-    result = hpa_replicas(current, utilization, spec, low, high, history, events, NOW)
+    result = hpa_sync(current, utilization=utilization, scaling=spec, min_replicas=low,
+                      max_replicas=high, history=history, events=events, now=NOW).limited
     assert (result.replicas, result.reason) == (expected, reason)
 
 
+def recommend(current: int, utilization: float) -> int:
+    return usage_recommendation(current, utilization=utilization, target_utilization_percent=70,
+                                tolerance_percent=10)
+
+
 def test_usage_recommendation_worked_numbers() -> None:
-    assert usage_recommendation(3, 0.91, 70, 10) == 4  # 3 x 1.3 = 3.9 -> 4
-    assert usage_recommendation(7, 0.35, 70, 10) == 4  # 7 x 0.5 = 3.5 -> 4
-    assert usage_recommendation(7, 0.77, 70, 10) == 7  # ratio 1.1: at the tolerance edge
-    assert usage_recommendation(0, 1.0, 70, 10) == 0
+    assert recommend(3, 0.91) == 4  # 3 x 1.3 = 3.9 -> 4
+    assert recommend(7, 0.35) == 4  # 7 x 0.5 = 3.5 -> 4
+    assert recommend(7, 0.77) == 7  # ratio 1.1: at the tolerance edge
+    assert recommend(0, 1.0) == 0
+
+
+def test_hpa_sync_remembers_its_recommendation_and_change() -> None:
+    sync = hpa_sync(4, utilization=1.0, scaling=scaling(), min_replicas=1, max_replicas=10,
+                    history=[], events=[], now=NOW)
+    assert sync.limited.replicas == 8
+    assert sync.history == [Recommendation(time=NOW, replicas=8)]
+    assert sync.events == [ScaleEvent(time=NOW, delta=4)]
 
 
 def test_limited_carries_a_message() -> None:
-    result = hpa_replicas(10, 2.5, scaling(), 1, 15, [], [], NOW)
+    result = hpa_sync(10, utilization=2.5, scaling=scaling(), min_replicas=1, max_replicas=15,
+                      history=[], events=[], now=NOW).limited
     assert isinstance(result, Limited) and "maximum" in result.message

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from meltguard.api.models import PolicySpec
+from meltguard.api.state import ControllerState
 from meltguard.core.observation import Observation
-from meltguard.core.state import ControllerState
 from meltguard.core.thermal import FleetThermal, assess_fleet
 
 from .conftest import NOW, fleet, gpu, make_spec
@@ -12,9 +12,10 @@ from .conftest import NOW, fleet, gpu, make_spec
 
 def assess(spec: PolicySpec, observation: Observation, now: float = NOW,
            state: ControllerState | None = None) -> FleetThermal:
-    return assess_fleet(spec.melt, spec.scaling.target_utilization_percent,
-                        spec.telemetry.stale_after_seconds, state or ControllerState(),
-                        observation, now)
+    return assess_fleet(spec.melt,
+                        target_utilization_percent=spec.scaling.target_utilization_percent,
+                        stale_after_seconds=spec.telemetry.stale_after_seconds,
+                        previous=state or ControllerState(), observation=observation, now=now)
 
 
 def remember(result: FleetThermal) -> ControllerState:

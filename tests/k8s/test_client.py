@@ -8,7 +8,6 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from operator_harness import free_port
 
 from meltguard.k8s.client import (
     ApiError,
@@ -16,8 +15,9 @@ from meltguard.k8s.client import (
     Connection,
     KubeClient,
     NotFound,
-    resource_path,
 )
+
+from .harness import free_port
 
 
 async def answer(request: web.Request) -> web.StreamResponse:
@@ -76,14 +76,6 @@ async def test_an_unreachable_server_is_status_0() -> None:
         assert caught.value.status == 0
     finally:
         await kube.close()
-
-
-def test_resource_paths() -> None:
-    assert resource_path("v1", "pods", "ns") == "/api/v1/namespaces/ns/pods"
-    assert resource_path("apps/v1", "deployments", "ns", "w", "scale") \
-        == "/apis/apps/v1/namespaces/ns/deployments/w/scale"
-    assert resource_path("meltguard.io/v1alpha1", "imagequotapolicies") \
-        == "/apis/meltguard.io/v1alpha1/imagequotapolicies"
 
 
 def test_tls_settings() -> None:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,9 @@ from kubernetes import client
 
 from meltguard.quota.configmaps import ConfigMapLimitsSource
 from meltguard.quota.limits import LimitsRegistry
+from tests.k8s.kmock_apiserver import ApiServer
 
 from .conftest import POLICY, launch_quota_server, quotas_json
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "operator"))
-from operator_apiserver import ApiServer
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +45,8 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 def free_limit(registry: LimitsRegistry, policy: str = POLICY) -> int | None:
     document = registry.table.policies.get(policy)
-    tier = document.tier("free") if document else None
-    return tier.limit if tier else None
+    tiers = {tier.name: tier for tier in document.tiers} if document else {}
+    return tiers["free"].limit if "free" in tiers else None
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from meltguard.core.windows import Window
 from meltguard.quota.memory_store import MemoryStore
 from meltguard.quota.redis_store import RedisStore
 from meltguard.quota.store import Consumption, QuotaStore, Subject
-from meltguard.quota.windows import Window
 
 from .conftest import RedisServer, needs_redis
 

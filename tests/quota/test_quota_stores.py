@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meltguard.core.windows import Window
 from meltguard.quota.memory_store import MemoryStore
 from meltguard.quota.redis_store import ScriptPipeliner, counter_key, request_key
 from meltguard.quota.store import Consumption, Subject
-from meltguard.quota.windows import Window
 
 from .conftest import QuotaServer, RedisServer, consume, peek
 

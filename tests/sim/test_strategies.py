@@ -12,8 +12,8 @@ import pytest
 import meltguard.core.decide as decision_core
 import meltguard.core.replicas as replica_core
 from meltguard.api.models import ImageQuotaPolicy, PolicySpec
+from meltguard.api.state import ControllerState
 from meltguard.core.observation import Observation
-from meltguard.core.state import ControllerState
 from meltguard.sim import strategies
 from meltguard.sim.compare import compare, total_steps
 from meltguard.sim.scenario import Scenario
@@ -29,10 +29,10 @@ def test_the_simulator_calls_the_decide_function_the_operator_calls(
     real_decide = decision_core.decide
     calls: list[tuple[Observation, float, Any]] = []
 
-    def spy(spec: PolicySpec, state: ControllerState, observation: Observation,
+    def spy(spec: PolicySpec, state: ControllerState, observation: Observation, *,
             now: float) -> decision_core.Decision:
         assert spec is policy.spec
-        decision: decision_core.Decision = real_decide(spec, state, observation, now)
+        decision: decision_core.Decision = real_decide(spec, state, observation, now=now)
         calls.append((observation, now, decision))
         # mark the decision so we can see the simulator applied this very object
         return dataclasses.replace(decision, desired_replicas=7)
@@ -55,9 +55,9 @@ def test_state_goes_back_to_decide_through_its_status_form(
     real_decide = decision_core.decide
     seen: list[tuple[ControllerState, ControllerState]] = []
 
-    def spy(spec: PolicySpec, state: ControllerState, observation: Observation,
+    def spy(spec: PolicySpec, state: ControllerState, observation: Observation, *,
             now: float) -> decision_core.Decision:
-        decision = real_decide(spec, state, observation, now)
+        decision = real_decide(spec, state, observation, now=now)
         seen.append((state, decision.state))
         return decision
 
@@ -72,16 +72,16 @@ def test_the_baselines_use_the_cores_hpa_arithmetic(
     small: tuple[Scenario, ImageQuotaPolicy], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scenario, policy = small
-    assert vars(strategies)["hpa_replicas"] is replica_core.hpa_replicas  # not a copy
+    assert vars(strategies)["hpa_sync"] is replica_core.hpa_sync  # not a copy
     calls = []
-    real = replica_core.hpa_replicas
+    real = replica_core.hpa_sync
 
-    def spy(*args: Any, **kwargs: Any) -> replica_core.Limited:
+    def spy(*args: Any, **kwargs: Any) -> replica_core.HpaSync:
         calls.append(args)
-        limited: replica_core.Limited = real(*args, **kwargs)
-        return limited
+        sync: replica_core.HpaSync = real(*args, **kwargs)
+        return sync
 
-    monkeypatch.setattr(strategies, "hpa_replicas", spy)
+    monkeypatch.setattr(strategies, "hpa_sync", spy)
     hpa = strategies.HpaStrategy("hpa-only", policy.spec)
     compare(scenario, policy, seed=1, strategies=[hpa])
     assert len(calls) == scenario.duration_seconds // scenario.timing.control_tick_seconds

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from meltguard.api.models import GROUP, KIND, VERSION, PolicySpec, PolicyStatus
+from meltguard.api.models import PolicySpec, PolicyStatus
+from meltguard.api.vocabulary import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 
-PLURAL = "imagequotapolicies"
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -109,8 +109,8 @@ def build_crd() -> dict[str, Any]:
                 "kind": KIND,
                 "listKind": f"{KIND}List",
                 "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": ["iqp"],
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
                 "categories": ["meltguard"],
             },
             "scope": "Namespaced",

@@ -25,17 +25,8 @@ from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from meltguard.api.durations import DURATION_PATTERN, duration_seconds
-from meltguard.core.state import ControllerState
-
-GROUP = "meltguard.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "ImageQuotaPolicy"
-
-Phase = Literal["Cool", "Warm", "Hot", "Melting", "Unknown"]
-ThrottleReason = Literal[
-    "HwThermalSlowdown", "SwThermalSlowdown", "HwPowerBrakeSlowdown", "HwSlowdown", "SwPowerCap"
-]
+from meltguard.api.state import ControllerState
+from meltguard.api.vocabulary import Phase, PolicyApiVersion, PolicyKind, ThrottleReasonName
 
 Percent = Annotated[float, Field(ge=0, le=100)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -96,7 +87,7 @@ class ScrapeEndpoints(Model):
     port: Port = 9400
 
 
-class PrometheusSource(Model):
+class PrometheusSpec(Model):
     """A Prometheus server answering instant queries."""
 
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)]
@@ -133,7 +124,7 @@ class TelemetrySpec(Model):
     source: Literal["exporter", "dcgm", "prometheus"] = "exporter"
     exporter: ScrapeEndpoints = Field(default_factory=_default_exporter)
     dcgm: ScrapeEndpoints = Field(default_factory=_default_dcgm)
-    prometheus: PrometheusSource | None = None
+    prometheus: PrometheusSpec | None = None
     stale_after_seconds: PositiveSeconds = 30
 
     @model_validator(mode="after")
@@ -198,7 +189,7 @@ class CoolSpec(Model):
     sustain_seconds: Seconds = 120
 
 
-def _default_throttle_reasons() -> list[ThrottleReason]:
+def _default_throttle_reasons() -> list[ThrottleReasonName]:
     return ["HwThermalSlowdown", "SwThermalSlowdown", "HwPowerBrakeSlowdown"]
 
 
@@ -225,7 +216,7 @@ class MeltSpec(Model):
     temperature_celsius: Annotated[float, Field(ge=0, le=150)] = 85
     utilization_percent: Percent = 97
     memory_percent: Percent = 95
-    throttle_reasons: Annotated[list[ThrottleReason], Field(max_length=5)] = Field(
+    throttle_reasons: Annotated[list[ThrottleReasonName], Field(max_length=5)] = Field(
         default_factory=_default_throttle_reasons
     )
     sustain_seconds: Seconds = 30
@@ -447,8 +438,8 @@ class PolicyMetadata(BaseModel):
 class ImageQuotaPolicy(Model):
     """A whole ImageQuotaPolicy object as stored by Kubernetes."""
 
-    api_version: Literal["meltguard.io/v1alpha1"]
-    kind: Literal["ImageQuotaPolicy"]
+    api_version: PolicyApiVersion
+    kind: PolicyKind
     metadata: PolicyMetadata
     spec: PolicySpec
     status: PolicyStatus | None = None

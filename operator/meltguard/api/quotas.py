@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+from meltguard.api.vocabulary import Phase
 
 #: Label that marks a ConfigMap holding quotas for the quota service to watch.
 QUOTAS_LABEL = "meltguard.io/quotas"
@@ -37,7 +39,6 @@ RATELIMIT_UNITS: tuple[tuple[str, int], ...] = (
     ("second", 1),
 )
 
-Phase = Literal["Cool", "Warm", "Hot", "Melting", "Unknown"]
 TierName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?$")]
 PolicyRef = Annotated[
     str,
@@ -113,10 +114,6 @@ class QuotaDocument(_Strict):
         if duplicated:
             raise ValueError(f"tier names must be unique: {', '.join(duplicated)} repeated")
         return self
-
-    def tier(self, name: str) -> QuotaTier | None:
-        """The tier called ``name``, or None."""
-        return next((tier for tier in self.tiers if tier.name == name), None)
 
 
 def _error_path(location: tuple[int | str, ...]) -> str:

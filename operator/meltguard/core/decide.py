@@ -1,7 +1,7 @@
 """``decide()``: one tick of the control loop, as a pure function.
 
-``decide(spec, state, observation, now)`` takes the policy's spec, the core's memory from the
-previous tick (:class:`~meltguard.core.state.ControllerState`, kept in ``status.controller``),
+``decide(spec, state, observation, now=now)`` takes the policy's spec, the core's memory from the
+previous tick (:class:`~meltguard.api.state.ControllerState`, kept in ``status.controller``),
 what was observed this tick and the time, and returns a :class:`Decision`: the replicas to set,
 the quota limits to publish, the phase, the Events and conditions to report, and the next
 state. Same inputs, same decision; nothing here reads a clock or does I/O.
@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from meltguard.api.models import PolicySpec
+from meltguard.api.models import GpuCounts, PolicySpec
+from meltguard.api.quotas import QuotaTier
+from meltguard.api.state import ControllerState, Recommendation
+from meltguard.api.vocabulary import CALM_PHASES, Phase
 from meltguard.core.observation import Observation
 from meltguard.core.quotas import QuotaChange, QuotaStep, any_tightened, step_quotas
 from meltguard.core.replicas import (
@@ -27,32 +30,7 @@ from meltguard.core.replicas import (
     stabilize,
     usage_recommendation,
 )
-from meltguard.core.state import ControllerState, Recommendation, StatePhase
 from meltguard.core.thermal import FleetThermal, assess_fleet
-
-
-@dataclass(frozen=True, slots=True)
-class GpuSummary:
-    """The target's GPUs by state (``hot`` includes the melting ones)."""
-
-    total: int
-    hot: int
-    melting: int
-    stale: int
-    max_temperature_celsius: float | None
-    mean_utilization_percent: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class TierQuota:
-    """The quota of one tier as published: limit in force and baseline, or unlimited."""
-
-    name: str
-    limit: int | None
-    baseline: int | None
-    window_seconds: int
-    unlimited: bool
-    tightened: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +57,15 @@ class Decision:
     """What to do this tick, and why."""
 
     state: ControllerState
-    phase: StatePhase
+    phase: Phase
     current_replicas: int
     desired_replicas: int
     pending_replicas: int
     scale_reason: str
     scale_message: str
     scaling_limited: str | None
-    gpus: GpuSummary
-    tiers: tuple[TierQuota, ...]
+    gpus: GpuCounts
+    tiers: tuple[QuotaTier, ...]
     quota_changes: tuple[QuotaChange, ...]
     events: tuple[EventNote, ...]
     conditions: tuple[ConditionNote, ...]
@@ -103,30 +81,32 @@ class Decision:
 
 
 def decide(
-    spec: PolicySpec, state: ControllerState, observation: Observation, now: float
+    spec: PolicySpec, state: ControllerState, observation: Observation, *, now: float
 ) -> Decision:
     """One tick of the control loop (see the module docstring)."""
     thermal = assess_fleet(
         spec.melt,
-        spec.scaling.target_utilization_percent,
-        spec.telemetry.stale_after_seconds,
-        state,
-        observation,
-        now,
+        target_utilization_percent=spec.scaling.target_utilization_percent,
+        stale_after_seconds=spec.telemetry.stale_after_seconds,
+        previous=state,
+        observation=observation,
+        now=now,
     )
-    replicas, recommendations = _recommend_replicas(spec, state, observation, thermal, now)
+    replicas, recommendations = _recommend_replicas(spec, state, observation, thermal=thermal,
+                                                    now=now)
     current = observation.current_replicas
     policy_melting_since = _melting_since(state, thermal.phase, now)
-    calm_since = (state.calm_since or now) if thermal.phase in ("Cool", "Warm") else None
+    calm_since = (state.calm_since or now) if thermal.phase in CALM_PHASES else None
     quota_step = step_quotas(
         spec.quotas,
-        state.limits,
-        thermal.phase,
-        _scaling_cannot_help(spec, observation, policy_melting_since, now),
-        thermal.melting > 0 and thermal.cooling == thermal.melting,
-        calm_since,
-        state.last_quota_change_time,
-        now,
+        remembered=state.limits,
+        phase=thermal.phase,
+        scaling_cannot_help=_scaling_cannot_help(spec, observation,
+                                                 melting_since=policy_melting_since, now=now),
+        all_cooling=thermal.melting > 0 and thermal.cooling == thermal.melting,
+        calm_since=calm_since,
+        last_change=state.last_quota_change_time,
+        now=now,
     )
     scaled = replicas.replicas != current
     next_state = state.model_copy(
@@ -139,7 +119,8 @@ def decide(
             "calm_since": calm_since,
             "recommendations": recommendations,
             "scale_events": remember_scale(
-                state.scale_events, replicas.replicas - current, spec.scaling, now
+                state.scale_events, delta=replicas.replicas - current, scaling=spec.scaling,
+                now=now,
             ),
             "last_scale_time": now if scaled else state.last_scale_time,
             "limits": list(quota_step.limits),
@@ -160,8 +141,9 @@ def decide(
         gpus=_summary(thermal),
         tiers=tiers,
         quota_changes=(quota_step.change,) if quota_step.change else (),
-        events=_events(state.phase, thermal, current, replicas, quota_step.change),
-        conditions=_conditions(thermal, replicas, limited, tiers),
+        events=_events(previous_phase=state.phase, thermal=thermal, current=current,
+                       replicas=replicas, change=quota_step.change),
+        conditions=_conditions(thermal, replicas, limited=limited, tiers=tiers),
     )
 
 
@@ -169,6 +151,7 @@ def _recommend_replicas(
     spec: PolicySpec,
     state: ControllerState,
     observation: Observation,
+    *,
     thermal: FleetThermal,
     now: float,
 ) -> tuple[Limited, list[Recommendation]]:
@@ -185,22 +168,25 @@ def _recommend_replicas(
                        "no fresh GPU sample: holding replicas"), state.recommendations
     scaling = spec.scaling
     recommended = usage_recommendation(
-        current, thermal.mean_utilization, scaling.target_utilization_percent,
-        scaling.tolerance_percent,
+        current, utilization=thermal.mean_utilization,
+        target_utilization_percent=scaling.target_utilization_percent,
+        tolerance_percent=scaling.tolerance_percent,
     )
     if thermal.phase == "Melting":
-        recommended = max(recommended, scale_up_limit(current, state.scale_events,
-                                                      scaling.scale_up, now))
-    history = remember_recommendation(state.recommendations, recommended, scaling, now)
-    proposal = stabilize(current, recommended, state.recommendations, scaling, now)
-    proposal = _meltguard_holds(proposal, current, pending, thermal,
-                                any_tightened(spec.quotas.tiers, state.limits))
-    limited = bound(current, proposal, state.scale_events, scaling, spec.min_replicas,
-                    spec.max_replicas, now)
+        recommended = max(recommended, scale_up_limit(current, events=state.scale_events,
+                                                      rules=scaling.scale_up, now=now))
+    history = remember_recommendation(state.recommendations, recommended=recommended,
+                                      scaling=scaling, now=now)
+    proposal = stabilize(current, recommended=recommended, history=state.recommendations,
+                         scaling=scaling, now=now)
+    proposal = _meltguard_holds(proposal, current=current, pending=pending, thermal=thermal,
+                                quotas_tightened=any_tightened(spec.quotas.tiers, state.limits))
+    limited = bound(current, proposal=proposal, events=state.scale_events, scaling=scaling,
+                    min_replicas=spec.min_replicas, max_replicas=spec.max_replicas, now=now)
     return limited, history
 
 
-def _meltguard_holds(proposal: Limited, current: int, pending: int,
+def _meltguard_holds(proposal: Limited, *, current: int, pending: int,
                      thermal: FleetThermal, quotas_tightened: bool) -> Limited:
     """No scale-down while anything is hot, stale or pending, or while users are still being
     refused by tightened quotas (capacity goes back only after the quotas did); no scale-up
@@ -221,7 +207,7 @@ def _meltguard_holds(proposal: Limited, current: int, pending: int,
     return proposal
 
 
-def _melting_since(state: ControllerState, phase: StatePhase, now: float) -> float | None:
+def _melting_since(state: ControllerState, phase: Phase, now: float) -> float | None:
     """Since when the policy is Melting; kept through a telemetry gap, cleared once not."""
     if phase == "Melting":
         return state.policy_melting_since or now
@@ -230,7 +216,7 @@ def _melting_since(state: ControllerState, phase: StatePhase, now: float) -> flo
     return None
 
 
-def _scaling_cannot_help(spec: PolicySpec, observation: Observation,
+def _scaling_cannot_help(spec: PolicySpec, observation: Observation, *,
                          melting_since: float | None, now: float) -> bool:
     """At max, no GPU for new pods, or melting past the grace period despite scaling."""
     return (
@@ -240,9 +226,9 @@ def _scaling_cannot_help(spec: PolicySpec, observation: Observation,
     )
 
 
-def _summary(thermal: FleetThermal) -> GpuSummary:
+def _summary(thermal: FleetThermal) -> GpuCounts:
     mean = thermal.mean_utilization
-    return GpuSummary(
+    return GpuCounts(
         total=thermal.total,
         hot=thermal.hot,
         melting=thermal.melting,
@@ -252,23 +238,24 @@ def _summary(thermal: FleetThermal) -> GpuSummary:
     )
 
 
-def _tier_quotas(spec: PolicySpec, step: QuotaStep) -> tuple[TierQuota, ...]:
+def _tier_quotas(spec: PolicySpec, step: QuotaStep) -> tuple[QuotaTier, ...]:
     in_force = {entry.name: entry.limit for entry in step.limits}
     return tuple(
-        TierQuota(
+        QuotaTier(name=tier.name, unlimited=True) if tier.limit is None else
+        QuotaTier(
             name=tier.name,
-            limit=in_force.get(tier.name),
+            limit=in_force[tier.name],
             baseline=tier.limit,
             window_seconds=tier.window_seconds,
-            unlimited=tier.unlimited,
-            tightened=tier.limit is not None and in_force[tier.name] < tier.limit,
+            tightened=in_force[tier.name] < tier.limit,
         )
         for tier in spec.quotas.tiers
     )
 
 
 def _events(
-    previous_phase: StatePhase | None,
+    *,
+    previous_phase: Phase | None,
     thermal: FleetThermal,
     current: int,
     replicas: Limited,
@@ -299,7 +286,8 @@ def _events(
 
 
 def _conditions(
-    thermal: FleetThermal, replicas: Limited, limited: str | None, tiers: tuple[TierQuota, ...]
+    thermal: FleetThermal, replicas: Limited, *, limited: str | None,
+    tiers: tuple[QuotaTier, ...],
 ) -> tuple[ConditionNote, ...]:
     telemetry = (
         ConditionNote("TelemetryAvailable", "True", "FreshSamples",

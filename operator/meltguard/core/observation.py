@@ -9,25 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-#: Throttle reasons as the exporter labels them (``meltguard_gpu_throttled{reason=...}``),
-#: mapped to the NVML names used in ``spec.melt.throttleReasons``.
-THROTTLE_REASON_NVML_NAMES: dict[str, str] = {
-    "hw_thermal": "HwThermalSlowdown",
-    "sw_thermal": "SwThermalSlowdown",
-    "hw_power_brake": "HwPowerBrakeSlowdown",
-    "hw_slowdown": "HwSlowdown",
-    "sw_power_cap": "SwPowerCap",
-}
-NVML_NAME_THROTTLE_REASONS: dict[str, str] = {v: k for k, v in THROTTLE_REASON_NVML_NAMES.items()}
-
 
 class GpuSample(NamedTuple):
     """One reading of one GPU (immutable; a NamedTuple because telemetry builds one per GPU
-    per tick, and it constructs about four times faster than a frozen dataclass).
+    per tick, and a tuple is the cheapest immutable value Python constructs).
 
     ``utilization`` is the SM busy share 0..1; temperatures in Celsius; memory in bytes;
     power in watts; ``sampled_at`` in seconds since the epoch. ``throttle_reasons`` holds
-    the exporter's short names (keys of :data:`THROTTLE_REASON_NVML_NAMES`).
+    the exporter's labels (:data:`meltguard.api.vocabulary.THROTTLE_REASONS`).
     ``up`` is False when the last read of this GPU failed: such a sample counts as stale.
     """
 
@@ -46,13 +35,6 @@ class GpuSample(NamedTuple):
     throttle_reasons: frozenset[str] = frozenset()
     model: str = ""
     up: bool = True
-
-    @property
-    def memory_ratio(self) -> float:
-        """Framebuffer used share 0..1 (0 when the total is unknown)."""
-        if self.memory_total_bytes <= 0:
-            return 0.0
-        return self.memory_used_bytes / self.memory_total_bytes
 
 
 @dataclass(frozen=True, slots=True)

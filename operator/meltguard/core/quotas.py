@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from meltguard.api.models import QuotasSpec, TierSpec
-from meltguard.core.state import StatePhase, TierLimit
+from meltguard.api.state import TierLimit
+from meltguard.api.vocabulary import Phase
 
 Direction = Literal["tighten", "relax"]
 
@@ -98,8 +99,9 @@ def _due(last_change: float | None, interval: float, now: float) -> bool:
 
 def step_quotas(
     quotas: QuotasSpec,
+    *,
     remembered: Sequence[TierLimit],
-    phase: StatePhase,
+    phase: Phase,
     scaling_cannot_help: bool,
     all_cooling: bool,
     calm_since: float | None,

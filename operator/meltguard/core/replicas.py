@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from meltguard.api.models import ScalingRules, ScalingSpec
-from meltguard.core.state import Recommendation, ScaleEvent
+from meltguard.api.state import Recommendation, ScaleEvent
 
 #: The reason when nothing (window, step, bound) changed the metrics' recommendation.
 WITHIN_RANGE = "DesiredWithinRange"
@@ -35,7 +35,8 @@ class Limited:
 
 
 def usage_recommendation(
-    current: int, utilization: float, target_utilization_percent: float, tolerance_percent: float
+    current: int, *, utilization: float, target_utilization_percent: float,
+    tolerance_percent: float,
 ) -> int:
     """HPA's metric recommendation: scale so mean utilization meets the target."""
     usage_ratio = utilization / (target_utilization_percent / 100)
@@ -47,6 +48,7 @@ def usage_recommendation(
 
 def stabilize(
     current: int,
+    *,
     recommended: int,
     history: Sequence[Recommendation],
     scaling: ScalingSpec,
@@ -70,7 +72,7 @@ def stabilize(
 
 
 def remember_recommendation(
-    history: Sequence[Recommendation], recommended: int, scaling: ScalingSpec, now: float
+    history: Sequence[Recommendation], *, recommended: int, scaling: ScalingSpec, now: float
 ) -> list[Recommendation]:
     """The history with this tick's recommendation added and what no window needs dropped."""
     keep_after = now - max(scaling.scale_up.stabilization_seconds,
@@ -88,7 +90,7 @@ def _changes_in_period(events: Sequence[ScaleEvent], period: int, now: float) ->
     return added, removed
 
 
-def scale_up_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRules,
+def scale_up_limit(current: int, *, events: Sequence[ScaleEvent], rules: ScalingRules,
                    now: float) -> int:
     """The most replicas the scale-up rules allow now (never below ``current``)."""
     added, removed = _changes_in_period(events, rules.period_seconds, now)
@@ -101,7 +103,7 @@ def scale_up_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRul
     return max(current, max(proposals))
 
 
-def scale_down_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingRules,
+def scale_down_limit(current: int, *, events: Sequence[ScaleEvent], rules: ScalingRules,
                      now: float) -> int:
     """The fewest replicas the scale-down rules allow now (never above ``current``)."""
     added, removed = _changes_in_period(events, rules.period_seconds, now)
@@ -116,6 +118,7 @@ def scale_down_limit(current: int, events: Sequence[ScaleEvent], rules: ScalingR
 
 def apply_rate_limits(
     current: int,
+    *,
     desired: int,
     events: Sequence[ScaleEvent],
     scaling: ScalingSpec,
@@ -125,7 +128,7 @@ def apply_rate_limits(
 ) -> Limited:
     """HPA's ``convertDesiredReplicasWithBehaviorRate``: step limits, then the bounds."""
     if desired > current:
-        up_limit = scale_up_limit(current, events, scaling.scale_up, now)
+        up_limit = scale_up_limit(current, events=events, rules=scaling.scale_up, now=now)
         if up_limit < max_replicas:
             ceiling, reason = up_limit, Limited(up_limit, "ScaleUpLimit",
                                                 "the desired replica count is increasing faster"
@@ -137,7 +140,7 @@ def apply_rate_limits(
         if desired > ceiling:
             return reason
     elif desired < current:
-        down_limit = scale_down_limit(current, events, scaling.scale_down, now)
+        down_limit = scale_down_limit(current, events=events, rules=scaling.scale_down, now=now)
         if down_limit > min_replicas:
             floor, reason = down_limit, Limited(down_limit, "ScaleDownLimit",
                                                 "the desired replica count is decreasing faster"
@@ -153,6 +156,7 @@ def apply_rate_limits(
 
 def bound(
     current: int,
+    *,
     proposal: Limited,
     events: Sequence[ScaleEvent],
     scaling: ScalingSpec,
@@ -162,12 +166,13 @@ def bound(
 ) -> Limited:
     """Rate limits and bounds on a proposal, keeping the proposal's reason when they bind not."""
     limited = apply_rate_limits(
-        current, proposal.replicas, events, scaling, min_replicas, max_replicas, now
+        current, desired=proposal.replicas, events=events, scaling=scaling,
+        min_replicas=min_replicas, max_replicas=max_replicas, now=now,
     )
     return proposal if limited.replicas == proposal.replicas else limited
 
 
-def remember_scale(events: Sequence[ScaleEvent], delta: int, scaling: ScalingSpec,
+def remember_scale(events: Sequence[ScaleEvent], *, delta: int, scaling: ScalingSpec,
                    now: float) -> list[ScaleEvent]:
     """The scale events with this change added and those older than every period dropped."""
     keep_after = now - max(scaling.scale_up.period_seconds, scaling.scale_down.period_seconds)
@@ -177,8 +182,18 @@ def remember_scale(events: Sequence[ScaleEvent], delta: int, scaling: ScalingSpe
     return kept
 
 
-def hpa_replicas(
+@dataclass(frozen=True, slots=True)
+class HpaSync:
+    """One HPA sync's outcome: the replicas to set and the autoscaler's memory after it."""
+
+    limited: Limited
+    history: list[Recommendation]
+    events: list[ScaleEvent]
+
+
+def hpa_sync(
     current: int,
+    *,
     utilization: float,
     scaling: ScalingSpec,
     min_replicas: int,
@@ -186,14 +201,25 @@ def hpa_replicas(
     history: Sequence[Recommendation],
     events: Sequence[ScaleEvent],
     now: float,
-) -> Limited:
-    """Plain HPA: the replica count an HPA with these behaviours would set now."""
-    if current > max_replicas:
-        return Limited(max_replicas, "AtMaxReplicas", "current replicas above maxReplicas")
-    if current < min_replicas:
-        return Limited(min_replicas, "AtMinReplicas", "current replicas below minReplicas")
+) -> HpaSync:
+    """Plain HPA: the replica count an HPA with these behaviours would set now, and what it
+    remembers for the next sync (this tick's recommendation, this tick's change)."""
     recommended = usage_recommendation(
-        current, utilization, scaling.target_utilization_percent, scaling.tolerance_percent
+        current, utilization=utilization,
+        target_utilization_percent=scaling.target_utilization_percent,
+        tolerance_percent=scaling.tolerance_percent,
     )
-    stabilized = stabilize(current, recommended, history, scaling, now)
-    return bound(current, stabilized, events, scaling, min_replicas, max_replicas, now)
+    if current > max_replicas:
+        limited = Limited(max_replicas, "AtMaxReplicas", "current replicas above maxReplicas")
+    elif current < min_replicas:
+        limited = Limited(min_replicas, "AtMinReplicas", "current replicas below minReplicas")
+    else:
+        stabilized = stabilize(current, recommended=recommended, history=history,
+                               scaling=scaling, now=now)
+        limited = bound(current, proposal=stabilized, events=events, scaling=scaling,
+                        min_replicas=min_replicas, max_replicas=max_replicas, now=now)
+    return HpaSync(
+        limited,
+        remember_recommendation(history, recommended=recommended, scaling=scaling, now=now),
+        remember_scale(events, delta=limited.replicas - current, scaling=scaling, now=now),
+    )

@@ -18,17 +18,19 @@ least one does), else the worst state of any fresh GPU, and Unknown with no fres
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from meltguard.api.models import MeltSpec
-from meltguard.core.observation import NVML_NAME_THROTTLE_REASONS, Observation
-from meltguard.core.state import ControllerState, StatePhase
+from meltguard.api.state import ControllerState
+from meltguard.api.vocabulary import THROTTLE_LABEL_OF_NAME, Phase
+from meltguard.core.observation import Observation
 
 
 @dataclass(frozen=True, slots=True)
 class FleetThermal:
     """The thermal picture of the target's GPUs on one tick, and the memory to keep."""
 
-    phase: StatePhase
+    phase: Phase
     total: int
     fresh: int
     hot: int
@@ -45,7 +47,7 @@ class FleetThermal:
 
 @dataclass(frozen=True, slots=True)
 class _Thresholds:
-    """The spec's thresholds in the units samples carry (ratios 0..1, short reason names)."""
+    """The spec's thresholds in the units samples carry (ratios 0..1, exporter reason labels)."""
 
     hot_temperature: float
     hot_utilization: float
@@ -64,7 +66,7 @@ class _Thresholds:
             hot_utilization=melt.utilization_percent / 100,
             hot_memory=melt.memory_percent / 100,
             throttle_reasons=frozenset(
-                NVML_NAME_THROTTLE_REASONS[reason] for reason in melt.throttle_reasons
+                THROTTLE_LABEL_OF_NAME[reason] for reason in melt.throttle_reasons
             ),
             sustain=melt.sustain_seconds,
             cool_temperature=melt.cool.temperature_celsius,
@@ -74,8 +76,17 @@ class _Thresholds:
         )
 
 
+class _Timers(NamedTuple):
+    """Since when each GPU (by uuid) is hot, melting, and cooling down from melting."""
+
+    hot_since: dict[str, float]
+    melting_since: dict[str, float]
+    cool_since: dict[str, float]
+
+
 def assess_fleet(
     melt: MeltSpec,
+    *,
     target_utilization_percent: float,
     stale_after_seconds: float,
     previous: ControllerState,
@@ -94,10 +105,10 @@ def assess_fleet(
     cool_temperature, cool_utilization = limits.cool_temperature, limits.cool_utilization
     sustain, cool_sustain = limits.sustain, limits.cool_sustain
     warm_utilization = limits.warm_utilization
-    old_hot, old_melting, old_cool = previous.hot_since, previous.melting_since, previous.cool_since
-    hot_since: dict[str, float] = {}
-    melting_since: dict[str, float] = {}
-    cool_since: dict[str, float] = {}
+    old_timers = _Timers(previous.hot_since, previous.melting_since, previous.cool_since)
+    old_hot, old_melting, old_cool = old_timers
+    new_timers = _Timers({}, {}, {})
+    hot_since, melting_since, cool_since = new_timers
     oldest_fresh = now - stale_after_seconds
     fresh = hot = melting = warm = stale = cooling = 0
     utilization_sum = 0.0
@@ -107,7 +118,7 @@ def assess_fleet(
         uuid = sample.uuid
         if not sample.up or sample.sampled_at < oldest_fresh:
             stale += 1
-            _carry_over(uuid, old_hot, old_melting, old_cool, hot_since, melting_since, cool_since)
+            _carry_over(uuid, old=old_timers, new=new_timers)
             continue
         fresh += 1
         utilization = sample.utilization
@@ -152,9 +163,10 @@ def assess_fleet(
         sampled = {sample.uuid for sample in observation.samples}
         for uuid in observation.lost_gpus - sampled:
             stale += 1
-            _carry_over(uuid, old_hot, old_melting, old_cool, hot_since, melting_since, cool_since)
+            _carry_over(uuid, old=old_timers, new=new_timers)
     return FleetThermal(
-        phase=_phase(fresh, hot, melting, warm, melt.fleet_fraction),
+        phase=_phase(fresh=fresh, hot=hot, melting=melting, warm=warm,
+                      fleet_fraction=melt.fleet_fraction),
         total=fresh + stale,
         fresh=fresh,
         hot=hot,
@@ -170,22 +182,14 @@ def assess_fleet(
     )
 
 
-def _carry_over(
-    uuid: str,
-    old_hot: dict[str, float],
-    old_melting: dict[str, float],
-    old_cool: dict[str, float],
-    hot_since: dict[str, float],
-    melting_since: dict[str, float],
-    cool_since: dict[str, float],
-) -> None:
+def _carry_over(uuid: str, *, old: _Timers, new: _Timers) -> None:
     """Keep a stale GPU's memory as it was: no news is not good news."""
-    for old, new in ((old_hot, hot_since), (old_melting, melting_since), (old_cool, cool_since)):
-        if uuid in old:
-            new[uuid] = old[uuid]
+    for old_timer, new_timer in zip(old, new, strict=True):
+        if uuid in old_timer:
+            new_timer[uuid] = old_timer[uuid]
 
 
-def _phase(fresh: int, hot: int, melting: int, warm: int, fleet_fraction: float) -> StatePhase:
+def _phase(*, fresh: int, hot: int, melting: int, warm: int, fleet_fraction: float) -> Phase:
     if fresh == 0:
         return "Unknown"
     if melting and melting >= fleet_fraction * fresh:

@@ -20,14 +20,14 @@ from meltguard.api.quotas import (
     RATELIMIT_CONFIG_KEY,
     QuotaDocument,
     QuotaDocumentInvalid,
-    QuotaTier,
     dump_quota_document,
     parse_quota_document,
     render_ratelimit_config,
 )
+from meltguard.api.vocabulary import API_VERSION, KIND
 from meltguard.core.decide import Decision
-from meltguard.k8s.client import Conflict, KubeClient, NotFound, resource_path
-from meltguard.k8s.world import POLICY_API_VERSION, POLICY_PLURAL, target_plural
+from meltguard.k8s.client import Conflict, KubeClient, NotFound
+from meltguard.k8s.resources import CONFIGMAPS, POLICIES, scale_target_resource
 
 CONFIGMAP_WRITE_ATTEMPTS = 3
 
@@ -49,23 +49,17 @@ def owner_reference(policy: Mapping[str, Any]) -> dict[str, Any]:
     ``finalizers`` subresource, which the operator does not otherwise need.
     """
     meta = policy["metadata"]
-    return {"apiVersion": POLICY_API_VERSION, "kind": "ImageQuotaPolicy",
+    return {"apiVersion": API_VERSION, "kind": KIND,
             "name": meta["name"], "uid": meta["uid"], "controller": True}
 
 
 def quota_document(policy: Mapping[str, Any], decision: Decision, now: float) -> QuotaDocument:
     """``quotas.json`` for the limits in force after ``decision``."""
     meta = policy["metadata"]
-    tiers = [
-        QuotaTier(name=tier.name, unlimited=True) if tier.unlimited else
-        QuotaTier(name=tier.name, limit=tier.limit, baseline=tier.baseline,
-                  window_seconds=tier.window_seconds, tightened=tier.tightened)
-        for tier in decision.tiers
-    ]
     return QuotaDocument(policy=f"{meta['namespace']}/{meta['name']}",
                          observed_generation=int(meta.get("generation") or 0),
                          phase=decision.phase, updated=datetime.fromtimestamp(now, UTC),
-                         tiers=tiers)
+                         tiers=list(decision.tiers))
 
 
 def quota_configmap(policy: Mapping[str, Any], spec: PolicySpec,
@@ -98,14 +92,13 @@ async def publish_quotas(client: KubeClient, configmap: Mapping[str, Any],
                          document: QuotaDocument) -> bool:
     """Create or update the quota ConfigMap; False when it already said the same."""
     meta = configmap["metadata"]
-    path = resource_path("v1", "configmaps", meta["namespace"], meta["name"])
+    path = CONFIGMAPS.path(namespace=meta["namespace"], name=meta["name"])
     for _ in range(CONFIGMAP_WRITE_ATTEMPTS):
         try:
             existing = await client.get(path)
         except NotFound:
             try:
-                await client.create(resource_path("v1", "configmaps", meta["namespace"]),
-                                    configmap)
+                await client.create(CONFIGMAPS.path(namespace=meta["namespace"]), configmap)
                 return True
             except Conflict:
                 continue  # created meanwhile: read it and patch
@@ -127,8 +120,8 @@ async def scale_target(client: KubeClient, namespace: str, ref: ScaleTargetRef, 
     patch: dict[str, Any] = {"spec": {"replicas": replicas}}
     if resource_version:
         patch["metadata"] = {"resourceVersion": resource_version}
-    await client.merge_patch(resource_path(ref.api_version, target_plural(ref), namespace,
-                                           ref.name, "scale"), patch)
+    path = scale_target_resource(ref).path(namespace=namespace, name=ref.name, subresource="scale")
+    await client.merge_patch(path, patch)
 
 
 def merge_patch_between(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,6 +150,5 @@ async def patch_status(client: KubeClient, policy: Mapping[str, Any],
     patch = merge_patch_between(stored if isinstance(stored, Mapping) else {}, status)
     if patch:
         await client.merge_patch(
-            resource_path(POLICY_API_VERSION, POLICY_PLURAL, meta["namespace"], meta["name"],
-                          "status"),
+            POLICIES.path(namespace=meta["namespace"], name=meta["name"], subresource="status"),
             {"status": patch})

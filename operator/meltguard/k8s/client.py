@@ -12,7 +12,6 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
@@ -71,21 +70,6 @@ class Connection:
         if self.certificate_path:
             context.load_cert_chain(self.certificate_path, self.private_key_path)
         return context
-
-
-def resource_path(api_version: str, plural: str, namespace: str | None = None,
-                  name: str | None = None, subresource: str | None = None) -> str:
-    """``/apis/apps/v1/namespaces/ns/deployments/x/scale`` and the like (``v1`` is core)."""
-    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    parts = [root]
-    if namespace is not None:
-        parts.append(f"namespaces/{quote(namespace, safe='')}")
-    parts.append(plural)
-    if name is not None:
-        parts.append(quote(name, safe=""))
-    if subresource is not None:
-        parts.append(subresource)
-    return "/".join(parts)
 
 
 def _error(status: int, body: Any, fallback: str) -> ApiError:

@@ -20,7 +20,9 @@ from typing import Any, cast
 
 import kopf
 
+from meltguard.api.models import PolicySpec
 from meltguard.api.validation import PolicyInvalid, parse_spec
+from meltguard.api.vocabulary import GROUP, PLURAL, VERSION
 from meltguard.core.decide import EventNote
 from meltguard.k8s.act import patch_status
 from meltguard.k8s.client import ApiError, Connection, KubeClient
@@ -33,13 +35,11 @@ from meltguard.k8s.reconcile import (
     reconcile,
 )
 from meltguard.k8s.telemetry import TelemetrySources
-from meltguard.k8s.world import POLICY_PLURAL
 
-GROUP = "meltguard.io"
-VERSION = "v1alpha1"
-ANNOTATION_PREFIX = "meltguard.io"
-FINALIZER = "meltguard.io/finalizer"
-DEFAULT_INTERVAL_SECONDS = 5.0
+ANNOTATION_PREFIX = GROUP
+FINALIZER = f"{GROUP}/finalizer"
+#: How often an invalid spec is looked at again: the model's default tick.
+DEFAULT_INTERVAL_SECONDS = float(PolicySpec.model_fields["interval_seconds"].default)
 #: How long a stopping policy loop may take to finish its tick, then to react to cancellation.
 DAEMON_STOP_GRACE_SECONDS = 10.0
 #: Waits after consecutive failed ticks (API errors), in seconds; the last one repeats.
@@ -69,10 +69,12 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 
 
 def interval_of(spec: Mapping[str, Any]) -> float:
-    """``spec.intervalSeconds`` when usable, else the default (an invalid spec is reported)."""
-    value = spec.get("intervalSeconds", DEFAULT_INTERVAL_SECONDS)
-    valid = isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= 3600
-    return float(value) if valid else DEFAULT_INTERVAL_SECONDS
+    """``spec.intervalSeconds`` of a valid spec; an invalid one (reported, never acted on) is
+    looked at again at the default pace."""
+    try:
+        return float(parse_spec(spec).interval_seconds)
+    except PolicyInvalid:
+        return DEFAULT_INTERVAL_SECONDS
 
 
 def post_event(policy: Mapping[str, Any], note: EventNote) -> None:
@@ -212,16 +214,16 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         if runtime.client is not None:
             await runtime.client.close()
 
-    @kopf.on.resume(GROUP, VERSION, POLICY_PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, POLICY_PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, POLICY_PLURAL, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def changed(body: kopf.Body, namespace: str | None, name: str,
                       logger: KopfLogger, **_: Any) -> None:
         await validate_policy(runtime, body, namespaced(namespace), name, logger)
 
     # On deletion or shutdown the loop is asked to stop and may finish its tick (backoff);
     # only then is it cancelled, and cancelled ones still clean up.
-    @kopf.daemon(GROUP, VERSION, POLICY_PLURAL, registry=registry,
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry,
                  cancellation_backoff=DAEMON_STOP_GRACE_SECONDS,
                  cancellation_timeout=DAEMON_STOP_GRACE_SECONDS)
     async def policy_loop(namespace: str | None, name: str, spec: kopf.Spec,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from meltguard.api.vocabulary import PHASES
 from meltguard.core.decide import Decision
 
-PHASES = ("Cool", "Warm", "Hot", "Melting", "Unknown")
 POLICY_LABELS = ("namespace", "policy")
 #: Reconcile durations: a tick reads a few objects and scrapes exporters, tens of ms to seconds.
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -47,14 +47,11 @@ class OperatorMetrics:
         self.reconcile_seconds = Histogram("meltguard_reconcile_seconds",
                                            "Time one reconcile tick took, reads and writes.",
                                            buckets=RECONCILE_BUCKETS, registry=self.registry)
-        self.telemetry_errors = Counter("meltguard_telemetry_errors",
-                                        "Telemetry endpoints that failed during reconciles.",
-                                        [*POLICY_LABELS, "source"], registry=self.registry)
 
     def families(self) -> tuple[MetricWrapperBase, ...]:
         """The families, for naming and for forgetting a policy."""
         return (self.phase, self.replicas, self.gpus, self.quota_limit, self.quota_changes,
-                self.scale_changes, self.reconcile_seconds, self.telemetry_errors)
+                self.scale_changes, self.reconcile_seconds)
 
     def observe(self, namespace: str, policy: str, decision: Decision, applied: bool,
                 bounds: tuple[int, int] | None = None) -> None:
@@ -85,11 +82,6 @@ class OperatorMetrics:
             self.quota_changes.labels(namespace, policy, change.tier, change.direction).inc()
         if decision.scale_direction is not None:
             self.scale_changes.labels(namespace, policy, decision.scale_direction).inc()
-
-    def telemetry_failed(self, namespace: str, policy: str, source: str, count: int) -> None:
-        """Count endpoints that failed this tick."""
-        if count:
-            self.telemetry_errors.labels(namespace, policy, source).inc(count)
 
     def forget(self, namespace: str, policy: str) -> None:
         """Drop every series of a deleted policy."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meltguard.k8s.resources import POLICIES
+
 
 @dataclass(frozen=True, slots=True)
 class ApiCall:
@@ -22,10 +24,10 @@ class ApiCall:
 
 
 API_CALLS: tuple[ApiCall, ...] = (
-    ApiCall("meltguard.io", "imagequotapolicies", ("get", "list", "watch", "patch"),
+    ApiCall(POLICIES.group, POLICIES.plural, ("get", "list", "watch", "patch"),
             why="kopf lists and watches policies and patches its finalizer and annotations; "
                 "each tick reads its policy afresh"),
-    ApiCall("meltguard.io", "imagequotapolicies/status", ("patch",),
+    ApiCall(POLICIES.group, f"{POLICIES.plural}/status", ("patch",),
             why="status subresource: phase, replicas, quotas, conditions"),
     ApiCall("apps", "deployments/scale", ("get", "patch"),
             why="read and set the target's replicas"),

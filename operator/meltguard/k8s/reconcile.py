@@ -20,10 +20,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from meltguard.api.models import Condition, PolicySpec, PolicyStatus
-from meltguard.api.status import build_status, merge_conditions
+from meltguard.api.state import ControllerState
 from meltguard.api.validation import PolicyInvalid, parse_spec
 from meltguard.core.decide import ConditionNote, Decision, EventNote, decide
-from meltguard.core.state import ControllerState
 from meltguard.k8s.act import (
     patch_status,
     publish_quotas,
@@ -33,6 +32,7 @@ from meltguard.k8s.act import (
 )
 from meltguard.k8s.client import Conflict, KubeClient, NotFound
 from meltguard.k8s.metrics import OperatorMetrics
+from meltguard.k8s.status import build_status, merge_conditions
 from meltguard.k8s.world import ReadTelemetry, World, observe, read_policy
 
 PAUSED_ANNOTATION = "meltguard.io/paused"
@@ -184,7 +184,7 @@ class Tick:
         previous = previous_status(policy)
         state = previous.controller if previous and previous.controller else \
             ControllerState.initial()
-        decision = decide(spec, state, world.observation, now)
+        decision = decide(spec, state, world.observation, now=now)
         held = hold_reason(policy, spec)
         if held is None:
             await self._apply(policy, spec, world, decision, now)
@@ -198,8 +198,6 @@ class Tick:
         metrics = self.reconciler.metrics
         metrics.observe(self.namespace, self.name, decision, applied=held is None,
                         bounds=(spec.min_replicas, spec.max_replicas))
-        metrics.telemetry_failed(self.namespace, self.name, spec.telemetry.source,
-                                 len(world.telemetry.errors))
         return Outcome.APPLIED if held is None else Outcome.REPORTED
 
     async def _apply(self, policy: Mapping[str, Any], spec: PolicySpec, world: World,

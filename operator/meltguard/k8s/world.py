@@ -12,12 +12,11 @@ from typing import Any
 
 from meltguard.api.models import PolicySpec, ScaleTargetRef
 from meltguard.core.observation import Observation
-from meltguard.k8s.client import KubeClient, resource_path
-from meltguard.telemetry.sources import ListEndpoints, TelemetryReading
+from meltguard.ingest.source import ListEndpoints, TelemetryReading
+from meltguard.k8s.client import KubeClient
+from meltguard.k8s.resources import PODS, POLICIES, scale_target_resource
 
 GPU_RESOURCE = "nvidia.com/gpu"
-POLICY_API_VERSION = "meltguard.io/v1alpha1"
-POLICY_PLURAL = "imagequotapolicies"
 
 
 NamespacedName = tuple[str, str]
@@ -38,10 +37,6 @@ ReadTelemetry = Callable[[NamespacedName, PolicySpec, frozenset[NamespacedName],
                         Awaitable[TelemetryReading]]
 """``(policy, spec, target pods, now) -> reading``: the policy's telemetry source, read once."""
 
-
-def target_plural(ref: ScaleTargetRef) -> str:
-    """The resource of a scale target's kind (``Deployment`` -> ``deployments``)."""
-    return ref.kind.lower() + "s"
 
 
 def waits_for_gpu(pod: Mapping[str, Any]) -> bool:
@@ -71,20 +66,19 @@ def is_live(pod: Mapping[str, Any]) -> bool:
 
 async def read_policy(client: KubeClient, namespace: str, name: str) -> dict[str, Any]:
     """The policy as stored now (raises NotFound once it is gone)."""
-    return await client.get(resource_path(POLICY_API_VERSION, POLICY_PLURAL, namespace, name))
+    return await client.get(POLICIES.path(namespace=namespace, name=name))
 
 
 async def list_pods(client: KubeClient, namespace: str, selector: str) -> list[dict[str, Any]]:
     """The pods in ``namespace`` matching a label selector string."""
-    answer = await client.get(resource_path("v1", "pods", namespace),
-                              params={"labelSelector": selector})
+    answer = await client.get(PODS.path(namespace=namespace), params={"labelSelector": selector})
     return [pod for pod in answer.get("items") or [] if isinstance(pod, dict)]
 
 
 async def read_target(client: KubeClient, namespace: str, ref: ScaleTargetRef) -> Target:
     """Replicas and selector through the scale subresource, then the target's live pods."""
-    scale = await client.get(resource_path(ref.api_version, target_plural(ref),
-                                           namespace, ref.name, "scale"))
+    scale = await client.get(
+        scale_target_resource(ref).path(namespace=namespace, name=ref.name, subresource="scale"))
     selector = str((scale.get("status") or {}).get("selector") or "")
     pods = [pod for pod in await list_pods(client, namespace, selector) if is_live(pod)] \
         if selector else []

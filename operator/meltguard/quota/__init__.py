@@ -8,7 +8,7 @@ UTC, and ``resetSeconds`` is the time left until the current interval ends. Coun
 user who already used more than a tightened limit is refused until the window resets), and a
 change of the window length starts counting afresh.
 
-Layout: :mod:`.windows` (window arithmetic), :mod:`.limits` (the limits in force),
+Layout: :mod:`.limits` (the limits in force),
 :mod:`.store` (the store interface) with :mod:`.memory_store` and :mod:`.redis_store`,
 :mod:`.service` (decisions over a store), :mod:`.app` (the aiohttp shell), :mod:`.sources`
 (limits from files or ConfigMaps), :mod:`.metrics`, :mod:`.openapi`, :mod:`.cli`.

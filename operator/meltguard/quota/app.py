@@ -44,7 +44,7 @@ STORE_RETRY_AFTER_SECONDS = 1
 def json_answer(
     body: object, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    """A JSON response; orjson encodes a decision's body several times faster than json."""
+    """A JSON response, encoded by orjson (the cheapest encoder for a decision's small body)."""
     return web.Response(
         body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
     )

@@ -10,8 +10,8 @@ import heapq
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from meltguard.core.windows import Window
 from meltguard.quota.store import ConsumeOutcome, Consumption, RefundOutcome, Subject
-from meltguard.quota.windows import Window
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -25,6 +25,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
+from meltguard.core.windows import Window
 from meltguard.quota.store import (
     ConsumeOutcome,
     Consumption,
@@ -32,7 +33,6 @@ from meltguard.quota.store import (
     StoreUnavailable,
     Subject,
 )
-from meltguard.quota.windows import Window
 
 KEY_PREFIX = "meltguard:quota:v1"
 #: Counters outlive their window by this much, so a clock skew between replicas and Redis

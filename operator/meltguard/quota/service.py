@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from meltguard.api.quotas import QuotaTier
+from meltguard.core.windows import Window
 from meltguard.quota.limits import LimitsRegistry, LimitsTable
 from meltguard.quota.metrics import QuotaMetrics
 from meltguard.quota.requests import ConsumeRequest, PeekRequest, RefundRequest
@@ -25,7 +26,6 @@ from meltguard.quota.store import (
     StoreUnavailable,
     Subject,
 )
-from meltguard.quota.windows import Window
 
 log = logging.getLogger(__name__)
 

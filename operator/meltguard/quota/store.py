@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
-from meltguard.quota.windows import Window
+from meltguard.core.windows import Window
 
 RefundReason = Literal[
     "refunded", "unknown-request", "not-consumed", "already-refunded", "window-ended"

@@ -15,7 +15,7 @@ Model (all counts are users or images; times in seconds from the start of the si
 * Each request is checked like the quota service does: a user who has made ``k`` images in
   the tier's current window is allowed while ``k < limit`` (the limit in force, which the
   strategy may have tightened below the tier's baseline). Windows are the quota service's
-  own (:mod:`meltguard.quota.windows`: fixed, aligned to the Unix epoch). A refused user
+  own (:mod:`meltguard.core.windows`: fixed, aligned to the Unix epoch). A refused user
   gives up for the session with probability ``giveUpProbability``, else asks again later.
   A unit of quota is spent when the request is admitted (an image that later times out is
   not refunded), and each session is a new user.
@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meltguard.api.models import TierSpec
-from meltguard.quota.windows import Window
+from meltguard.core.windows import Window
 from meltguard.sim.scenario import Scenario
 
 IntArray = npt.NDArray[np.int64]

@@ -19,15 +19,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meltguard.api.models import ImageQuotaPolicy, PolicySpec
+from meltguard.api.state import ControllerState, Recommendation, ScaleEvent
 from meltguard.core import decide as decision_core
 from meltguard.core.observation import Observation
-from meltguard.core.replicas import (
-    hpa_replicas,
-    remember_recommendation,
-    remember_scale,
-    usage_recommendation,
-)
-from meltguard.core.state import ControllerState, Recommendation, ScaleEvent
+from meltguard.core.replicas import hpa_sync
 from meltguard.sim.fleet import SimulatedFleet
 
 
@@ -65,18 +60,15 @@ class HpaStrategy:
     _events: list[ScaleEvent] = field(default_factory=list)
 
     def control(self, now: float, fleet: SimulatedFleet) -> Control:
-        """One HPA sync: recommend, stabilize, rate-limit, remember."""
-        scaling = self.spec.scaling
-        current = fleet.desired
-        utilization = fleet.mean_utilization()
-        chosen = hpa_replicas(current, utilization, scaling, self.spec.min_replicas,
-                              self.spec.max_replicas, self._history, self._events, now)
-        recommended = usage_recommendation(current, utilization,
-                                           scaling.target_utilization_percent,
-                                           scaling.tolerance_percent)
-        self._history = remember_recommendation(self._history, recommended, scaling, now)
-        self._events = remember_scale(self._events, chosen.replicas - current, scaling, now)
-        return Control(chosen.replicas, {**baseline_limits(self.spec), **self.fixed_limits})
+        """One HPA sync (the core's, as the operator's arithmetic uses it), remembered."""
+        sync = hpa_sync(
+            fleet.desired, utilization=fleet.mean_utilization(), scaling=self.spec.scaling,
+            min_replicas=self.spec.min_replicas, max_replicas=self.spec.max_replicas,
+            history=self._history, events=self._events, now=now,
+        )
+        self._history, self._events = sync.history, sync.events
+        return Control(sync.limited.replicas,
+                       {**baseline_limits(self.spec), **self.fixed_limits})
 
 
 class MeltguardStrategy:
@@ -98,7 +90,7 @@ class MeltguardStrategy:
             pending_replicas=fleet.pending,
         )
         state = ControllerState.from_dict(self._status_controller)
-        decision = decision_core.decide(spec, state, observation, now)
+        decision = decision_core.decide(spec, state, observation, now=now)
         self._status_controller = decision.state.to_dict()
         limits = {tier.name: None if tier.unlimited else tier.limit for tier in decision.tiers}
         if spec.paused or spec.dry_run:

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meltguard.api.durations import format_duration
-from meltguard.api.models import Condition, GpuCounts, PolicyStatus, TierQuotaStatus
-from meltguard.core.decide import ConditionNote, Decision, TierQuota
+from meltguard.api.models import Condition, PolicyStatus, TierQuotaStatus
+from meltguard.api.quotas import QuotaTier
+from meltguard.core.decide import ConditionNote, Decision
 
 
 def rfc3339(epoch_seconds: float) -> str:
@@ -41,9 +42,9 @@ def merge_conditions(
     return merged
 
 
-def tier_status(tier: TierQuota) -> TierQuotaStatus:
+def tier_status(tier: QuotaTier) -> TierQuotaStatus:
     """One entry of ``status.quotas``."""
-    if tier.unlimited:
+    if tier.window_seconds is None:  # unlimited: no numbers at all
         return TierQuotaStatus(tier=tier.name, unlimited=True)
     return TierQuotaStatus(tier=tier.name, limit=tier.limit, baseline=tier.baseline,
                            window=format_duration(tier.window_seconds))
@@ -54,18 +55,14 @@ def build_status(
 ) -> dict[str, Any]:
     """The status to patch (camelCase, JSON-ready) after ``decision`` was taken at ``now``."""
     state = decision.state
-    gpus = decision.gpus
     status = PolicyStatus(
         observed_generation=generation,
         phase=decision.phase,
         replicas=decision.current_replicas,
         desired_replicas=decision.desired_replicas,
         pending_replicas=decision.pending_replicas,
-        gpus=GpuCounts(
-            total=gpus.total, hot=gpus.hot, melting=gpus.melting, stale=gpus.stale,
-            max_temperature_celsius=gpus.max_temperature_celsius,
-            mean_utilization_percent=gpus.mean_utilization_percent,
-        ),
+        gpus=decision.gpus,
+
         quotas=[tier_status(tier) for tier in decision.tiers],
         last_scale_time=rfc3339(state.last_scale_time) if state.last_scale_time else None,
         last_quota_change_time=(

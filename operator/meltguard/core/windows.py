@@ -1,4 +1,5 @@
-"""Fixed windows aligned to the Unix epoch (see the package docstring)."""
+"""Quota windows: fixed, aligned to the Unix epoch, the same for the quota service and the
+simulator (a window of W seconds resets at every multiple of W, so ``24h`` is the UTC day)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import NamedTuple
 
 class Window(NamedTuple):
     """The ``number``-th window of length ``seconds``: ``[number*seconds, (number+1)*seconds)``
-    (a NamedTuple, like :class:`~meltguard.quota.store.Subject`: it keys the memory store)."""
+    (a NamedTuple: the quota service's memory store keys its counters with it)."""
 
     seconds: int
     number: int

@@ -1,5 +1,8 @@
 """The decision core's memory between ticks, stored in ``status.controller``.
 
+It belongs to the API layer because it is part of the resource's schema (the CRD is generated
+from it like from every other status field).
+
 Everything ``decide()`` needs from earlier ticks is here and nowhere else, as plain JSON
 data (times are seconds since the epoch), so a restarted operator resumes exactly: it reads
 the status, and the next decision is the one the old operator would have made.
@@ -10,12 +13,12 @@ the status stays small on a healthy fleet.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-StatePhase = Literal["Cool", "Warm", "Hot", "Melting", "Unknown"]
+from meltguard.api.vocabulary import Phase
 
 
 class _Plain(BaseModel):
@@ -51,7 +54,7 @@ class ControllerState(_Plain):
     hot_since: dict[str, float] = Field(default_factory=dict)
     melting_since: dict[str, float] = Field(default_factory=dict)
     cool_since: dict[str, float] = Field(default_factory=dict)
-    phase: StatePhase | None = None
+    phase: Phase | None = None
     policy_melting_since: float | None = None
     calm_since: float | None = None
     recommendations: list[Recommendation] = Field(default_factory=list)
@@ -75,10 +78,3 @@ class ControllerState(_Plain):
         if not data:
             return cls.initial()
         return cls.model_validate(data)
-
-    def limit_of(self, tier: str) -> int | None:
-        """The limit in force for ``tier``, or None when never set."""
-        for entry in self.limits:
-            if entry.name == tier:
-                return entry.limit
-        return None
