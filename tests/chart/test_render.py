@@ -163,7 +163,7 @@ def test_operator_watches_listed_namespaces_only(helm: Helm) -> None:
 
 
 def test_exporter_daemonset_matches_the_policy_default_selector(helm: Helm) -> None:
-    """DESIGN.md: a policy's exporter selector defaults to name=meltguard-exporter."""
+    """docs/design.md: a policy's exporter selector defaults to name=meltguard-exporter."""
     daemonset = one(helm.template(), "DaemonSet", "meltguard-exporter")
     labels = daemonset["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/name"] == "meltguard-exporter"

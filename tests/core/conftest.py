@@ -14,7 +14,7 @@ NOW = 1_750_000_000.0
 
 
 def make_spec(**overrides: Any) -> PolicySpec:
-    """The DESIGN.md example policy, with top-level spec fields overridden."""
+    """The replicas and tiers of examples/full.yaml, with top-level spec fields overridden."""
     spec: dict[str, Any] = {
         "scaleTargetRef": {"name": "imagegen-worker"},
         "minReplicas": 2,

@@ -25,7 +25,7 @@
 {{/*
 Selector labels of one component. app.kubernetes.io/name is "<chart>-<component>", so the
 exporter pods carry app.kubernetes.io/name=meltguard-exporter, the selector an ImageQuotaPolicy
-uses by default (DESIGN.md, telemetry.exporter.selector).
+uses by default (spec.telemetry.exporter.selector in docs/design.md).
 */}}
 {{- define "meltguard.selectorLabels" -}}
 app.kubernetes.io/name: {{ printf "%s-%s" (include "meltguard.name" .ctx) .component }}
@@ -150,3 +150,12 @@ annotations:
   description: {{ .description | quote }}
   runbook_url: {{ printf "%s#%s" .ctx.Values.alerts.runbookBaseUrl (lower .alert) | quote }}
 {{- end -}}
+
+{{/*
+The namespaces whose quota ConfigMaps the quota server watches: quotaServer.limits.watchNamespace,
+else where the operator writes them (its watchNamespaces, or "*" for all namespaces).
+*/}}
+{{- define "meltguard.quotaWatchNamespaces" -}}
+{{- $operatorNamespaces := .Values.operator.watchNamespaces -}}
+{{- default (empty $operatorNamespaces | ternary "*" (join "," $operatorNamespaces)) .Values.quotaServer.limits.watchNamespace -}}
+{{- end }}
