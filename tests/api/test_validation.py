@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from meltguard.api.durations import duration_seconds, format_duration
+from meltguard.api.durations import MAX_DURATION_SECONDS, duration_seconds, format_duration
+from meltguard.api.quotas import QuotaTier
 from meltguard.api.validation import PolicyInvalid, parse_policy
 
-from .cases import BROKEN, EXAMPLES
+from .cases import BROKEN, EXAMPLES, broken
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
@@ -46,3 +47,12 @@ def test_bad_durations(text: str) -> None:
                                                (1800, "30m"), (86401, "86401s")])
 def test_format_duration(seconds: int, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_the_longest_window_a_policy_admits_is_published() -> None:
+    """A tier window the spec accepts must fit quotas.json too, or every tick would fail."""
+    spec = parse_policy(broken("spec.quotas.tiers[0].window", "9999999d")).spec
+    tier = spec.quotas.tiers[0]
+    published = QuotaTier(name=tier.name, limit=tier.limit, baseline=tier.limit,
+                          window_seconds=tier.window_seconds)
+    assert published.window_seconds == MAX_DURATION_SECONDS

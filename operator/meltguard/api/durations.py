@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 DURATION_PATTERN = r"^[1-9][0-9]{0,6}(s|m|h|d)$"
+#: The longest duration the pattern admits (``9999999d``), in seconds.
+MAX_DURATION_SECONDS = 9_999_999 * 86400
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(DURATION_PATTERN)
 

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from meltguard.api.durations import MAX_DURATION_SECONDS
 from meltguard.api.vocabulary import Phase
 
 #: Label that marks a ConfigMap holding quotas for the quota service to watch.
@@ -77,7 +78,8 @@ class QuotaTier(_Strict):
     unlimited: bool = False
     limit: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
     baseline: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
-    window_seconds: Annotated[int, Field(ge=1, le=366 * 86400)] | None = None
+    # any window a policy may give (a year or more is odd, but must not break a tick)
+    window_seconds: Annotated[int, Field(ge=1, le=MAX_DURATION_SECONDS)] | None = None
     tightened: bool = False
 
     @model_validator(mode="after")
