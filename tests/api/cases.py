@@ -13,10 +13,10 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 MINIMAL = yaml.safe_load((ROOT / "examples" / "full.yaml").read_text())
 
 
-def broken(path: str, value: Any) -> dict[str, Any]:
-    """The full example with one field (dotted path, ``[i]`` for list items) set to ``value``;
-    the value ``DELETE`` removes the field."""
-    document = copy.deepcopy(MINIMAL)
+def broken(path: str, value: Any, base: dict[str, Any] = MINIMAL) -> dict[str, Any]:
+    """The full example (or ``base``) with one field (dotted path, ``[i]`` for list items) set
+    to ``value``; the value ``DELETE`` removes the field."""
+    document = copy.deepcopy(base)
     node: Any = document
     parts = path.replace("[", ".[").split(".")
     for part in parts[:-1]:
@@ -31,6 +31,22 @@ def broken(path: str, value: Any) -> dict[str, Any]:
 
 
 DELETE = object()
+
+#: The full example with an HPA's ``behavior`` block in place of the shorthand.
+HPA_BEHAVIOR = broken("spec.scaling", {"behavior": {
+    "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+        {"type": "Pods", "value": 4, "periodSeconds": 15},
+        {"type": "Percent", "value": 100, "periodSeconds": 15}]},
+    "scaleDown": {"stabilizationWindowSeconds": 300, "selectPolicy": "Min", "policies": [
+        {"type": "Percent", "value": 10, "periodSeconds": 60}]},
+}})
+UP_POLICY = "spec.scaling.behavior.scaleUp.policies[0]"
+
+
+def broken_behavior(path: str, value: Any) -> dict[str, Any]:
+    """:data:`HPA_BEHAVIOR` with one field set to ``value``."""
+    return broken(path, value, HPA_BEHAVIOR)
+
 
 #: (rule, broken document, field path the error must name, words the message must contain,
 #:  whether the CRD's OpenAPI schema alone (without CEL) can reject it)
@@ -93,4 +109,29 @@ BROKEN: list[tuple[str, dict[str, Any], str, str, bool]] = [
      "valid integer", True),
     ("kind is ImageQuotaPolicy", broken("kind", "Deployment"), "kind", "ImageQuotaPolicy",
      True),
+    ("behavior or the shorthand, not both", broken("spec.scaling.behavior", {}),
+     "spec.scaling.behavior", "not both (scaleUp and scaleDown set too)", False),
+    ("enum of select policies",
+     broken_behavior("spec.scaling.behavior.scaleUp.selectPolicy", "Maximum"),
+     "spec.scaling.behavior.scaleUp.selectPolicy", "'Max', 'Min' or 'Disabled'", True),
+    ("enum of policy types", broken_behavior(f"{UP_POLICY}.type", "Replicas"),
+     f"{UP_POLICY}.type", "'Pods' or 'Percent'", True),
+    ("policy value above 0", broken_behavior(f"{UP_POLICY}.value", 0), f"{UP_POLICY}.value",
+     "greater than 0", True),
+    ("policy value an int32", broken_behavior(f"{UP_POLICY}.value", 2**31),
+     f"{UP_POLICY}.value", "less than or equal to 2147483647", True),
+    ("policy period above 0", broken_behavior(f"{UP_POLICY}.periodSeconds", 0),
+     f"{UP_POLICY}.periodSeconds", "greater than 0", True),
+    ("policy period at most 1800 s", broken_behavior(f"{UP_POLICY}.periodSeconds", 1801),
+     f"{UP_POLICY}.periodSeconds", "less than or equal to 1800", True),
+    ("a direction needs a policy",
+     broken_behavior("spec.scaling.behavior.scaleDown.policies", []),
+     "spec.scaling.behavior.scaleDown.policies", "at least 1", True),
+    ("stabilization window at most 3600 s",
+     broken_behavior("spec.scaling.behavior.scaleDown.stabilizationWindowSeconds", 3601),
+     "spec.scaling.behavior.scaleDown.stabilizationWindowSeconds",
+     "less than or equal to 3600", True),
+    ("unknown behavior fields rejected",
+     broken_behavior("spec.scaling.behavior.scaleUp.tolerance", 0.05),
+     "spec.scaling.behavior.scaleUp.tolerance", "unknown field", True),
 ]

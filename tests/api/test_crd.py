@@ -135,7 +135,8 @@ def test_every_cel_only_rule_has_a_cel_validation_in_the_crd() -> None:
     text = CRD_FILE.read_text()
     assert sorted([
         "a scaling direction needs a step", "a tier needs limit or unlimited",
-        "an unlimited tier takes no limit", "cool temperature below melt",
+        "an unlimited tier takes no limit", "behavior or the shorthand, not both",
+        "cool temperature below melt",
         "cool utilization below melt", "floor <= limit", "minReplicas <= maxReplicas",
         "prometheus source needs its url", "unique tier names",
     ]) == CEL_ONLY
@@ -144,5 +145,5 @@ def test_every_cel_only_rule_has_a_cel_validation_in_the_crd() -> None:
                  "self.cool.utilizationPercent < self.utilizationPercent",
                  "exists_one(u, u.name == t.name)", "has(self.prometheus)",
                  "has(self.maxStepReplicas) || has(self.maxStepPercent)",
-                 "!= has(self.limit)"):
+                 "!= has(self.limit)", "!(has(self.scaleUp) || has(self.scaleDown))"):
         assert rule in text

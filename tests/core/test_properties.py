@@ -61,7 +61,10 @@ def test_invariants_hold_on_every_tick(sequence: list[tuple[float, Observation]]
     previous_limits = {tier.name: tier.limit for tier in SPEC.quotas.tiers}
     for (_, observation), decision in zip(sequence, replay(SPEC, sequence), strict=True):
         current = observation.current_replicas
-        assert SPEC.min_replicas <= decision.desired_replicas <= SPEC.max_replicas
+        if current == 0:  # zero replicas: autoscaling disabled, as the HPA does (minReplicas 2)
+            assert (decision.desired_replicas, decision.scale_reason) == (0, "ScalingDisabled")
+        else:
+            assert SPEC.min_replicas <= decision.desired_replicas <= SPEC.max_replicas
         if decision.desired_replicas < current and current <= SPEC.max_replicas:
             assert decision.gpus.hot == 0 and decision.gpus.stale == 0
             assert observation.pending_replicas == 0

@@ -137,7 +137,7 @@ class TelemetrySpec(Model):
 
 
 class ScalingRules(Model):
-    """HPA-style behaviour for one direction: stabilization window and step limits per period."""
+    """meltguard's shorthand for one direction: a window and steps sharing one period."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -164,21 +164,74 @@ class ScalingRules(Model):
         return self
 
 
-def _default_scale_up() -> ScalingRules:
-    return ScalingRules(stabilization_seconds=0, max_step_replicas=8, period_seconds=15)
+#: meltguard's shorthand defaults, in force when a policy sets neither direction's rules.
+DEFAULT_SCALE_UP = ScalingRules(stabilization_seconds=0, max_step_replicas=8, period_seconds=15)
+DEFAULT_SCALE_DOWN = ScalingRules(stabilization_seconds=300, max_step_percent=10,
+                                  period_seconds=60)
+
+StabilizationWindowSeconds = Annotated[int, Field(ge=0, le=3600)]
+SelectPolicy = Literal["Max", "Min", "Disabled"]
 
 
-def _default_scale_down() -> ScalingRules:
-    return ScalingRules(stabilization_seconds=300, max_step_percent=10, period_seconds=60)
+class HpaScalingPolicy(Model):
+    """An HPA scaling policy: per period, at most value pods, or percent of the period's start."""
+
+    type: Literal["Pods", "Percent"]
+    value: Annotated[int, Field(gt=0, le=2**31 - 1)]  # an int32, as in the HPA
+    period_seconds: Annotated[int, Field(gt=0, le=1800)]
+
+
+HpaPolicies = Annotated[tuple[HpaScalingPolicy, ...], Field(min_length=1)]
+
+
+class HpaScaleUpRules(Model):
+    """An HPA's behavior.scaleUp (left out: no window; 4 pods or 100 % per 15 s, the larger)."""
+
+    stabilization_window_seconds: StabilizationWindowSeconds = 0
+    select_policy: SelectPolicy = "Max"
+    policies: HpaPolicies = (HpaScalingPolicy(type="Pods", value=4, period_seconds=15),
+                             HpaScalingPolicy(type="Percent", value=100, period_seconds=15))
+
+
+class HpaScaleDownRules(Model):
+    """An HPA's behavior.scaleDown (left out: a 300 s window; 100 % per 15 s)."""
+
+    stabilization_window_seconds: StabilizationWindowSeconds = 300
+    select_policy: SelectPolicy = "Max"
+    policies: HpaPolicies = (HpaScalingPolicy(type="Percent", value=100, period_seconds=15),)
+
+
+class HpaBehavior(Model):
+    """An HPA's spec.behavior (autoscaling/v2) as written; a direction left out: its defaults."""
+
+    # {} in the CRD: the API server fills a direction left out as the HPA's own defaulting does
+    scale_up: HpaScaleUpRules = Field(default_factory=HpaScaleUpRules,
+                                      json_schema_extra={"default": {}})
+    scale_down: HpaScaleDownRules = Field(default_factory=HpaScaleDownRules,
+                                          json_schema_extra={"default": {}})
 
 
 class ScalingSpec(Model):
-    """Target utilization and how fast replicas may change."""
+    """Target utilization and how fast replicas may change (HPA behavior, or the shorthand)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [cel(
+        "!has(self.behavior) || !(has(self.scaleUp) || has(self.scaleDown))",
+        "set either behavior or the scaleUp/scaleDown shorthand, not both", ".behavior")]})
 
     target_utilization_percent: Annotated[float, Field(gt=0, le=100)] = 70
     tolerance_percent: Percent = 10
-    scale_up: ScalingRules = Field(default_factory=_default_scale_up)
-    scale_down: ScalingRules = Field(default_factory=_default_scale_down)
+    behavior: HpaBehavior | None = None
+    scale_up: ScalingRules | None = None
+    scale_down: ScalingRules | None = None
+
+    @model_validator(mode="after")
+    def _behavior_or_shorthand(self) -> ScalingSpec:
+        shorthand = [name for name, rules in (("scaleUp", self.scale_up),
+                                              ("scaleDown", self.scale_down)) if rules is not None]
+        if self.behavior is not None and shorthand:
+            raise field_rule_error("behavior", "set either behavior or the scaleUp/scaleDown"
+                                   f" shorthand, not both ({' and '.join(shorthand)} set too)")
+        return self
 
 
 class CoolSpec(Model):

@@ -27,6 +27,8 @@ class _Plain(BaseModel):
     )
 
 
+# Recommendations are kept the HPA controller's way: a new one takes the place of the last one
+# older than both windows, or is appended; the first tick records the replica count found.
 class Recommendation(_Plain):
     """One unstabilized replica recommendation (the HPA stabilization window's memory)."""
 
@@ -34,11 +36,16 @@ class Recommendation(_Plain):
     replicas: int
 
 
+# ``outdated`` is the HPA controller's mark for an event that was older than the longest policy
+# period of its direction when a later change in that direction was stored; the next such change
+# takes its place. Scale-ups and scale-downs share one list, each direction keeping its own order,
+# which is all the HPA controller's two lists hold.
 class ScaleEvent(_Plain):
-    """One applied change of replicas (the step limits' memory): +n up, -n down."""
+    """One applied change of replicas (the scaling policies' memory): +n up, -n down."""
 
     time: float
     delta: int
+    outdated: bool = False
 
 
 class TierLimit(_Plain):

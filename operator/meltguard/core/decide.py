@@ -22,13 +22,18 @@ from meltguard.core.observation import Observation
 from meltguard.core.quotas import QuotaChange, QuotaStep, any_tightened, step_quotas
 from meltguard.core.replicas import (
     WITHIN_RANGE,
+    Behavior,
     Limited,
+    behavior_of,
     bound,
+    bounds_first,
     remember_recommendation,
     remember_scale,
     scale_up_limit,
     stabilize,
     usage_recommendation,
+    whole_percent,
+    with_first_recommendation,
 )
 from meltguard.core.thermal import FleetThermal, assess_fleet
 
@@ -92,8 +97,9 @@ def decide(
         observation=observation,
         now=now,
     )
+    behavior = behavior_of(spec.scaling)
     replicas, recommendations = _recommend_replicas(spec, state, observation, thermal=thermal,
-                                                    now=now)
+                                                    behavior=behavior, now=now)
     current = observation.current_replicas
     policy_melting_since = _melting_since(state, thermal.phase, now)
     calm_since = (state.calm_since or now) if thermal.phase in CALM_PHASES else None
@@ -119,7 +125,7 @@ def decide(
             "calm_since": calm_since,
             "recommendations": recommendations,
             "scale_events": remember_scale(
-                state.scale_events, delta=replicas.replicas - current, scaling=spec.scaling,
+                state.scale_events, delta=replicas.replicas - current, behavior=behavior,
                 now=now,
             ),
             "last_scale_time": now if scaled else state.last_scale_time,
@@ -153,37 +159,36 @@ def _recommend_replicas(
     observation: Observation,
     *,
     thermal: FleetThermal,
+    behavior: Behavior,
     now: float,
 ) -> tuple[Limited, list[Recommendation]]:
     """HPA semantics plus meltguard's rules; returns the replicas and the new window memory."""
     current, pending = observation.current_replicas, observation.pending_replicas
-    if current > spec.max_replicas:
-        return Limited(spec.max_replicas, "AtMaxReplicas",
-                       "current replicas above maxReplicas"), state.recommendations
-    if current < spec.min_replicas:
-        return Limited(spec.min_replicas, "AtMinReplicas",
-                       "current replicas below minReplicas"), state.recommendations
+    history = with_first_recommendation(state.recommendations, current=current, now=now)
+    outside = bounds_first(current, min_replicas=spec.min_replicas,
+                           max_replicas=spec.max_replicas)
+    if outside is not None:
+        return outside, history
     if thermal.mean_utilization is None:
         return Limited(current, "TelemetryUnavailable",
-                       "no fresh GPU sample: holding replicas"), state.recommendations
+                       "no fresh GPU sample: holding replicas"), history
     scaling = spec.scaling
     recommended = usage_recommendation(
-        current, utilization=thermal.mean_utilization,
+        current, utilization_percent=whole_percent(thermal.mean_utilization),
         target_utilization_percent=scaling.target_utilization_percent,
         tolerance_percent=scaling.tolerance_percent,
     )
     if thermal.phase == "Melting":
-        recommended = max(recommended, scale_up_limit(current, events=state.scale_events,
-                                                      rules=scaling.scale_up, now=now))
-    history = remember_recommendation(state.recommendations, recommended=recommended,
-                                      scaling=scaling, now=now)
-    proposal = stabilize(current, recommended=recommended, history=state.recommendations,
-                         scaling=scaling, now=now)
+        recommended = max(recommended, current, scale_up_limit(
+            current, events=state.scale_events, rules=behavior.scale_up, now=now))
+    proposal = stabilize(current, recommended=recommended, history=history, behavior=behavior,
+                         now=now)
     proposal = _meltguard_holds(proposal, current=current, pending=pending, thermal=thermal,
                                 quotas_tightened=any_tightened(spec.quotas.tiers, state.limits))
-    limited = bound(current, proposal=proposal, events=state.scale_events, scaling=scaling,
+    limited = bound(current, proposal=proposal, events=state.scale_events, behavior=behavior,
                     min_replicas=spec.min_replicas, max_replicas=spec.max_replicas, now=now)
-    return limited, history
+    return limited, remember_recommendation(history, recommended=recommended, behavior=behavior,
+                                            now=now)
 
 
 def _meltguard_holds(proposal: Limited, *, current: int, pending: int,
