@@ -60,24 +60,44 @@ def operator_grants(docs: list[dict[str, Any]]) -> set[Grant]:
     return grants
 
 
-def expected_grants(namespaces: Iterable[str]) -> set[Grant]:
-    """API_CALLS granted in ``namespaces`` ("" = cluster-wide); cluster-scoped ones cluster-wide."""
-    grants: set[Grant] = set()
-    for call in API_CALLS:
-        scopes = [""] if call.cluster_scoped else namespaces
-        grants |= {(ns, call.group, call.resource, verb) for ns in scopes for verb in call.verbs}
-    return grants
+def expected_grants(namespaces: Iterable[str], *scopes: str) -> set[Grant]:
+    """API_CALLS of ``scopes`` granted in ``namespaces`` ("" = cluster-wide)."""
+    return {(ns, call.group, call.resource, verb)
+            for call in API_CALLS if call.scope in scopes
+            for ns in namespaces for verb in call.verbs}
 
 
 def test_all_namespaces_mode_grants_exactly_the_api_calls(helm: Helm) -> None:
-    assert operator_grants(helm.template()) == expected_grants([""])
+    assert operator_grants(helm.template()) == expected_grants([""], "watched")
 
 
-def test_listed_namespaces_get_roles_with_exactly_the_api_calls(helm: Helm) -> None:
+def test_all_namespaces_with_peering_adds_only_the_cluster_peering(helm: Helm) -> None:
+    docs = helm.template(settings=["operator.peering.enabled=true"])
+    assert operator_grants(docs) == expected_grants([""], "watched", "clusterPeering")
+
+
+def test_listed_namespaces_get_roles_and_no_cluster_rights(helm: Helm) -> None:
     docs = helm.template(settings=["operator.watchNamespaces={inference,batch}"])
-    assert operator_grants(docs) == expected_grants(["inference", "batch"])
-    cluster_role = one(docs, "ClusterRole", "meltguard-operator")
-    assert rule_grants("", cluster_role["rules"]) == expected_grants([]), "only cluster-scoped"
+    assert operator_grants(docs) == (expected_grants(["inference", "batch"], "watched")
+                                     | expected_grants([NAMESPACE], "exporters"))
+    assert not find(docs, "ClusterRole", "meltguard-operator")
+    assert not find(docs, "ClusterRoleBinding", "meltguard-operator")
+
+
+def test_listed_namespaces_with_peering_add_the_namespaced_peering(helm: Helm) -> None:
+    docs = helm.template(settings=["operator.watchNamespaces={inference}",
+                                   "operator.peering.enabled=true",
+                                   "operator.telemetryNamespaces={gpu-operator,inference}"])
+    assert operator_grants(docs) == (expected_grants(["inference"], "watched", "peering")
+                                     | expected_grants(["gpu-operator"], "exporters"))
+
+
+def test_extra_scale_targets_get_their_scale_subresource(helm: Helm) -> None:
+    docs = helm.template(settings=["operator.extraScaleTargets[0].apiGroup=argoproj.io",
+                                   "operator.extraScaleTargets[0].resource=rollouts"])
+    extra = operator_grants(docs) - expected_grants([""], "watched")
+    assert extra == {("", "argoproj.io", "rollouts/scale", "get"),
+                     ("", "argoproj.io", "rollouts/scale", "patch")}
 
 
 @pytest.mark.parametrize("settings", [[], ["operator.watchNamespaces={inference}"]])
@@ -91,15 +111,43 @@ def test_no_wildcards_and_no_secrets_anywhere(helm: Helm, settings: list[str]) -
             assert "nonResourceURLs" not in rule, role["metadata"]["name"]
 
 
-def test_quota_server_may_only_read_configmaps(helm: Helm) -> None:
-    docs = helm.template()
-    role = one(docs, "Role", "meltguard-quota-server")
-    assert role["metadata"]["namespace"] == NAMESPACE
-    assert rule_grants(NAMESPACE, role["rules"]) == {
-        (NAMESPACE, "", "configmaps", verb) for verb in ("list", "watch")
-    }
-    binding = one(docs, "RoleBinding", "meltguard-quota-server")
-    assert bound_to(binding, ("ServiceAccount", "meltguard-quota-server", NAMESPACE))
+def quota_grants(docs: list[dict[str, Any]]) -> set[Grant]:
+    """Everything the quota server's ServiceAccount may do."""
+    subject = ("ServiceAccount", "meltguard-quota-server", NAMESPACE)
+    roles = {("", d["metadata"]["name"]): d for d in find(docs, "ClusterRole")}
+    roles |= {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in find(docs, "Role")}
+    grants: set[Grant] = set()
+    for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding"):
+        if bound_to(binding, subject):
+            namespace = binding["metadata"].get("namespace", "")
+            ref = binding["roleRef"]
+            role = roles[("" if ref["kind"] == "ClusterRole" else namespace, ref["name"])]
+            grants |= rule_grants(namespace, role["rules"])
+    return grants
+
+
+def quota_args(docs: list[dict[str, Any]]) -> list[str]:
+    deployment = one(docs, "Deployment", "meltguard-quota-server")
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def read_configmaps(*namespaces: str) -> set[Grant]:
+    return {(ns, "", "configmaps", verb) for ns in namespaces for verb in ("list", "watch")}
+
+
+@pytest.mark.parametrize(("settings", "flag", "namespaces"), [
+    ([], "--watch-configmaps=*", [""]),
+    (["operator.watchNamespaces={inference,batch}"], "--watch-configmaps=inference,batch",
+     ["inference", "batch"]),
+    (["quotaServer.limits.watchNamespace=tenants"], "--watch-configmaps=tenants", ["tenants"]),
+])
+def test_the_quota_server_reads_configmaps_where_the_operator_writes_them(
+        helm: Helm, settings: list[str], flag: str, namespaces: list[str]) -> None:
+    """By default the quota server follows the operator's namespaces, and may only read
+    ConfigMaps there."""
+    docs = helm.template(settings=settings)
+    assert flag in quota_args(docs)
+    assert quota_grants(docs) == read_configmaps(*namespaces)
 
 
 def test_exporter_gets_no_api_access(helm: Helm) -> None:
@@ -120,16 +168,3 @@ def test_rules_file_follows_a_change_of_api_calls() -> None:
     rendered = sync.render_rbac_rules((*API_CALLS, extra))
     assert rendered != sync.render_rbac_rules()
     assert "- jobs" in rendered
-
-
-def test_cluster_wide_peering_is_allowed(helm: Helm) -> None:
-    """kopf's peering without --namespace (watchNamespaces empty) uses clusterkopfpeerings."""
-    docs = helm.template(settings=["operator.peering.enabled=true"])
-    assert find(docs, "ClusterKopfPeering")
-
-    def verbs(resource: str) -> set[str]:
-        grants = operator_grants(docs)
-        return {verb for _, group, res, verb in grants if (group, res) == ("kopf.dev", resource)}
-
-    assert verbs("kopfpeerings")
-    assert verbs("clusterkopfpeerings") == verbs("kopfpeerings")

@@ -219,12 +219,13 @@ def quota_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return container
 
 
-def test_quota_server_defaults_to_memory_and_watches_the_release_namespace(helm: Helm) -> None:
+def test_quota_server_defaults_to_memory_and_watches_where_the_operator_writes(
+        helm: Helm) -> None:
     docs = helm.template()
     args = quota_container(docs)["args"]
     assert args[0] == "quota-server"
     assert "--store=memory" in args
-    assert f"--watch-configmaps={NAMESPACE}" in args
+    assert "--watch-configmaps=*" in args  # the operator watches every namespace
     service = one(docs, "Service", "meltguard-quota-server")
     assert service["spec"]["ports"][0]["port"] == 8080
     pdb = one(docs, "PodDisruptionBudget", "meltguard-quota-server")

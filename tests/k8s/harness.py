@@ -15,16 +15,20 @@ import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 import kmock
 import kopf
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.config.models import Cluster, User
 
-from meltguard.k8s.handlers import Runtime, build_registry, configure_settings
+from meltguard.ingest.metrics import IngestMetrics
+from meltguard.k8s.handlers import Runtime, build_registry, configure_settings, watches_patterns
 from meltguard.k8s.metrics import OperatorMetrics
-from meltguard.k8s.rbac import API_CALLS
+from meltguard.k8s.rbac import API_CALLS, PATTERN_CALLS
 from meltguard.k8s.telemetry import telemetry_sources
 
 from .kmock_apiserver import ApiServer
@@ -72,6 +76,19 @@ def add_namespaces(server: ApiServer, *names: str) -> None:
 def server_url(server: ApiServer) -> str:
     """The API server's base URL, as a kubeconfig would hold it."""
     return str(server.url).rstrip("/")
+
+
+def config_at(url: str) -> SingleConfig:
+    """lightkube's configuration for a server that wants no credentials."""
+    config = KubeConfig.from_one(cluster=Cluster(server=url), user=User()).get()
+    assert config is not None
+    return config
+
+
+def credentials_for(server: ApiServer) -> Callable[[], SingleConfig]:
+    """The operator's credentials source, pointing at the kmock server."""
+    url = server_url(server)
+    return lambda: config_at(url)
 
 
 def login_to(server: ApiServer) -> Callable[..., kopf.ConnectionInfo]:
@@ -327,10 +344,12 @@ class MeltguardOperator(KopfThread):
     def __init__(self, server: ApiServer, *, namespaces: Collection[str] = (),
                  clusterwide: bool = False, peering_name: str | None = None) -> None:
         self.metrics = OperatorMetrics()
-        self.runtime = Runtime(login=login_to(server), telemetry=telemetry_sources,
-                               metrics=self.metrics)
+        ingest_metrics = IngestMetrics(self.metrics.registry)
+        self.runtime = Runtime(telemetry=partial(telemetry_sources, metrics=ingest_metrics),
+                               metrics=self.metrics, credentials=credentials_for(server))
         settings = quick_settings()
-        configure_settings(settings)
+        configure_settings(settings, namespaces)
+        self.patterns = watches_patterns(namespaces)
         super().__init__(build_registry(self.runtime), namespaces=namespaces,
                          clusterwide=clusterwide, settings=settings, peering_name=peering_name)
         self.server = server
@@ -338,7 +357,7 @@ class MeltguardOperator(KopfThread):
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await super().__aexit__(exc_type, exc, tb)
-        unlisted = verbs_used(self.server) - verbs_listed()
+        unlisted = verbs_used(self.server) - verbs_listed(patterns=self.patterns)
         if exc_type is None and unlisted:
             raise AssertionError(f"requests RBAC would refuse (add them to API_CALLS): "
                                  f"{sorted(unlisted)}")
@@ -456,6 +475,8 @@ def verbs_used(server: ApiServer) -> set[ApiVerb]:
     return {verb for request in server.request_log if (verb := rbac_verb(request)) is not None}
 
 
-def verbs_listed() -> set[ApiVerb]:
-    """Every permission :data:`meltguard.k8s.rbac.API_CALLS` grants."""
-    return {(call.group, call.resource, verb) for call in API_CALLS for verb in call.verbs}
+def verbs_listed(*, patterns: bool = False) -> set[ApiVerb]:
+    """Every permission :data:`meltguard.k8s.rbac.API_CALLS` grants (and, for namespace
+    ``patterns``, what kopf's scanning needs besides)."""
+    calls = API_CALLS + PATTERN_CALLS if patterns else API_CALLS
+    return {(call.group, call.resource, verb) for call in calls for verb in call.verbs}

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from meltguard.ingest.metrics import METRIC_NAMES as INGEST_METRIC_NAMES
 from meltguard.k8s import cli
 from meltguard.k8s.metrics import METRIC_NAMES
-from meltguard.telemetry.metrics import METRIC_NAMES as TELEMETRY_METRIC_NAMES
 
 from .harness import (
     POLICIES,
@@ -99,7 +99,7 @@ async def test_operator_process_peers_serves_metrics_liveness_and_stops_on_sigte
                 assert response.status == 200
         assert served >= METRIC_NAMES
         ours = {name for name in served if name.startswith("meltguard_")}
-        assert ours <= METRIC_NAMES | TELEMETRY_METRIC_NAMES
+        assert ours <= METRIC_NAMES | INGEST_METRIC_NAMES
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 30)
         assert code == 0

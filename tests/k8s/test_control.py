@@ -116,6 +116,8 @@ async def test_cooling_relaxes_in_reverse_order_and_scales_down_after_the_window
                          timeout=30, what="every tier back at its baseline")
         await eventually(lambda: replicas_now(api, NS, "worker") == 1, timeout=30,
                          what="a scale-down")
+        # the Event follows the status write of the same tick, posted by kopf in the background
+        await eventually(lambda: events_with(api, "ScaledDown"), what="the ScaledDown Event")
     steps = limit_steps(api, NS, QUOTAS)
     lowest = max(index for index, step in enumerate(steps) if step[0] == 0 and step[1] <= 100)
     relaxing = steps[lowest:]

@@ -1,37 +1,58 @@
-"""Request paths built from typed resource references."""
+"""Typed resource references, and the scale target found in a discovery document."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from meltguard.api.models import ScaleTargetRef
-from meltguard.k8s.resources import CONFIGMAPS, PODS, POLICIES, Resource, scale_target_resource
+from meltguard.k8s.resources import CONFIGMAPS, PODS, POLICIES, NotScalable, scale_resource
+
+#: The parts of GET /apis/apps/v1 and of a CRD's group version that matter here.
+APPS_V1 = [
+    {"name": "deployments", "kind": "Deployment", "namespaced": True},
+    {"name": "deployments/scale", "kind": "Scale", "namespaced": True},
+    {"name": "deployments/status", "kind": "Deployment", "namespaced": True},
+    {"name": "statefulsets", "kind": "StatefulSet", "namespaced": True},
+    {"name": "statefulsets/scale", "kind": "Scale", "namespaced": True},
+    {"name": "daemonsets", "kind": "DaemonSet", "namespaced": True},
+]
+ROLLOUTS = [
+    {"name": "rollouts", "kind": "Rollout", "namespaced": True},
+    {"name": "rollouts/scale", "kind": "Scale", "namespaced": True},
+    {"name": "clusterpools", "kind": "ClusterPool", "namespaced": False},
+    {"name": "clusterpools/scale", "kind": "Scale", "namespaced": False},
+]
 
 
-def test_core_group_paths() -> None:
-    assert PODS.path(namespace="ns") == "/api/v1/namespaces/ns/pods"
-    assert PODS.path() == "/api/v1/pods"
-    assert CONFIGMAPS.path(namespace="ns", name="q") == "/api/v1/namespaces/ns/configmaps/q"
-    assert PODS.api_version == "v1"
-
-
-def test_policy_paths_with_subresource() -> None:
-    assert POLICIES.path() == "/apis/meltguard.io/v1alpha1/imagequotapolicies"
-    assert POLICIES.path(namespace="inference", name="imagegen", subresource="status") == (
-        "/apis/meltguard.io/v1alpha1/namespaces/inference/imagequotapolicies/imagegen/status")
+def test_api_versions_of_the_core_and_named_groups() -> None:
+    assert PODS.api_version == CONFIGMAPS.api_version == "v1"
     assert POLICIES.api_version == "meltguard.io/v1alpha1"
+    assert (POLICIES.kind, POLICIES.plural) == ("ImageQuotaPolicy", "imagequotapolicies")
 
 
-def test_names_are_quoted_and_cluster_scoped_resources_ignore_the_namespace() -> None:
-    nodes = Resource("", "v1", "nodes", namespaced=False)
-    assert nodes.path(namespace="ns", name="a/b") == "/api/v1/nodes/a%2Fb"
-
-
-@pytest.mark.parametrize(("api_version", "kind", "path"), [
-    ("apps/v1", "Deployment", "/apis/apps/v1/namespaces/ns/deployments/w/scale"),
-    ("apps/v1", "StatefulSet", "/apis/apps/v1/namespaces/ns/statefulsets/w/scale"),
-    ("v1", "ReplicationController", "/api/v1/namespaces/ns/replicationcontrollers/w/scale"),
+@pytest.mark.parametrize(("api_version", "kind", "served", "plural"), [
+    ("apps/v1", "Deployment", APPS_V1, "deployments"),
+    ("apps/v1", "StatefulSet", APPS_V1, "statefulsets"),
+    ("argoproj.io/v1alpha1", "Rollout", ROLLOUTS, "rollouts"),
 ])
-def test_scale_target_paths(api_version: str, kind: str, path: str) -> None:
-    ref = ScaleTargetRef(api_version=api_version, kind=kind, name="w")
-    assert scale_target_resource(ref).path(namespace="ns", name="w", subresource="scale") == path
+def test_the_plural_comes_from_discovery(api_version: str, kind: str,
+                                         served: list[dict[str, Any]], plural: str) -> None:
+    found = scale_resource(ScaleTargetRef(api_version=api_version, kind=kind, name="w"), served)
+    assert (found.api_version, found.kind, found.plural) == (api_version, kind, plural)
+
+
+@pytest.mark.parametrize(("api_version", "kind", "served", "reason", "words"), [
+    ("apps/v1", "DaemonSet", APPS_V1, "TargetNotScalable", "DaemonSet (apps/v1) has no scale"),
+    ("apps/v1", "Deploymnet", APPS_V1, "TargetKindUnknown", "no kind Deploymnet in apps/v1"),
+    ("argoproj.io/v1alpha1", "ClusterPool", ROLLOUTS, "TargetNotScalable", "cluster-scoped"),
+    ("apps/v1", "Scale", APPS_V1, "TargetKindUnknown", "no kind Scale"),
+])
+def test_kinds_that_cannot_be_scaled_are_named(api_version: str, kind: str,
+                                               served: list[dict[str, Any]], reason: str,
+                                               words: str) -> None:
+    with pytest.raises(NotScalable) as caught:
+        scale_resource(ScaleTargetRef(api_version=api_version, kind=kind, name="w"), served)
+    assert caught.value.reason == reason
+    assert words in caught.value.message

@@ -1,4 +1,4 @@
-"""--watch-configmaps: the real kubernetes client watching ConfigMaps on a kmock API server.
+"""--watch-configmaps: lightkube watching ConfigMaps on a kmock API server.
 
 The API server is the operator tests' :class:`ApiServer` (kmock 0.8 with resourceVersions,
 watch resume and label selectors made to behave like a real one), reused, not copied.
@@ -16,11 +16,12 @@ from typing import Any
 
 import aiohttp
 import kmock
+import lightkube
 import pytest
-from kubernetes import client
 
 from meltguard.quota.configmaps import ConfigMapLimitsSource
 from meltguard.quota.limits import LimitsRegistry
+from tests.k8s.harness import config_at
 from tests.k8s.kmock_apiserver import ApiServer
 
 from .conftest import POLICY, launch_quota_server, quotas_json
@@ -66,8 +67,7 @@ def watcher(
         NAMESPACE,
         registry,
         results.append,
-        client.ApiClient(client.Configuration(host=host)),
-        asyncio.get_running_loop(),
+        lightkube.AsyncClient(config_at(host)),
         watch_timeout_seconds=watch_timeout,
         retry_seconds=0.05,
     )
@@ -238,3 +238,17 @@ async def eventually_async(
     while (value := await read()) != expected:
         assert asyncio.get_running_loop().time() < deadline, f"still {value!r}, not {expected!r}"
         await asyncio.sleep(0.1)
+
+
+async def test_watchers_of_other_namespaces_leave_each_others_limits_alone() -> None:
+    """--watch-configmaps inference,batch: one watcher per namespace, one registry."""
+    registry, results = LimitsRegistry(), list[str]()
+    inference = watcher("http://127.0.0.1:9", registry, results)
+    batch = ConfigMapLimitsSource("batch", registry, results.append, inference.client)
+    inference._replace_all([configmap("q", {"quotas.json": quotas_json()})])
+    batch_configmap = configmap("q", {"quotas.json": quotas_json(policy="batch/imagegen")})
+    batch_configmap["metadata"]["namespace"] = "batch"
+    batch._replace_all([batch_configmap])
+    assert registry.sources == {"configmap:inference/q", "configmap:batch/q"}
+    batch._replace_all([])
+    assert registry.sources == {"configmap:inference/q"}

@@ -1,7 +1,7 @@
 """Writing one tick's decision back: the target's replicas, the quota ConfigMap, the status.
 
 The bodies are built by pure functions (:func:`quota_configmap`, :func:`owner_reference`);
-the writes are thin calls through :class:`~meltguard.k8s.client.KubeClient`. A write that
+the writes are thin calls through :class:`~meltguard.k8s.client.Kube`. A write that
 loses a race (409) raises :class:`~meltguard.k8s.client.Conflict` to the caller, which starts
 the tick again from a fresh read, except for the ConfigMap, whose content does not depend on
 what was there: it is re-read and re-written on the spot.
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from meltguard.api.models import PolicySpec, ScaleTargetRef
+from meltguard.api.models import PolicySpec
 from meltguard.api.quotas import (
     QUOTAS_JSON_KEY,
     QUOTAS_LABEL,
@@ -26,8 +26,8 @@ from meltguard.api.quotas import (
 )
 from meltguard.api.vocabulary import API_VERSION, KIND
 from meltguard.core.decide import Decision
-from meltguard.k8s.client import Conflict, KubeClient, NotFound
-from meltguard.k8s.resources import CONFIGMAPS, POLICIES, scale_target_resource
+from meltguard.k8s.client import Conflict, Kube, NotFound
+from meltguard.k8s.resources import Resource
 
 CONFIGMAP_WRITE_ATTEMPTS = 3
 
@@ -88,17 +88,17 @@ def publishes_the_same(existing: Mapping[str, Any], document: QuotaDocument) -> 
     return stored.model_copy(update={"updated": document.updated}) == document
 
 
-async def publish_quotas(client: KubeClient, configmap: Mapping[str, Any],
+async def publish_quotas(client: Kube, configmap: Mapping[str, Any],
                          document: QuotaDocument) -> bool:
     """Create or update the quota ConfigMap; False when it already said the same."""
     meta = configmap["metadata"]
-    path = CONFIGMAPS.path(namespace=meta["namespace"], name=meta["name"])
+    namespace, name = meta["namespace"], meta["name"]
     for _ in range(CONFIGMAP_WRITE_ATTEMPTS):
         try:
-            existing = await client.get(path)
+            existing = await client.get_configmap(namespace, name)
         except NotFound:
             try:
-                await client.create(CONFIGMAPS.path(namespace=meta["namespace"]), configmap)
+                await client.create_configmap(namespace, configmap)
                 return True
             except Conflict:
                 continue  # created meanwhile: read it and patch
@@ -107,21 +107,20 @@ async def publish_quotas(client: KubeClient, configmap: Mapping[str, Any],
         precondition = {"resourceVersion": existing["metadata"].get("resourceVersion")}
         patch = {**configmap, "metadata": {**meta, **precondition}}
         try:
-            await client.merge_patch(path, patch)
+            await client.patch_configmap(namespace, name, patch)
             return True
         except Conflict:
             continue
     raise Conflict(409, "Conflict", f"configmap {meta['name']} kept changing while written")
 
 
-async def scale_target(client: KubeClient, namespace: str, ref: ScaleTargetRef, replicas: int,
-                       resource_version: str | None) -> None:
+async def scale_target(client: Kube, target: Resource, *, namespace: str, name: str,
+                       replicas: int, resource_version: str | None) -> None:
     """Set the target's replicas through its scale subresource, if it is unchanged since read."""
     patch: dict[str, Any] = {"spec": {"replicas": replicas}}
     if resource_version:
         patch["metadata"] = {"resourceVersion": resource_version}
-    path = scale_target_resource(ref).path(namespace=namespace, name=ref.name, subresource="scale")
-    await client.merge_patch(path, patch)
+    await client.patch_scale(target, namespace, name, patch)
 
 
 def merge_patch_between(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,13 +141,11 @@ def merge_patch_between(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[
     return patch
 
 
-async def patch_status(client: KubeClient, policy: Mapping[str, Any],
+async def patch_status(client: Kube, policy: Mapping[str, Any],
                        status: Mapping[str, Any]) -> None:
     """Make the policy's status exactly ``status``, through the status subresource."""
     meta = policy["metadata"]
     stored = policy.get("status")
     patch = merge_patch_between(stored if isinstance(stored, Mapping) else {}, status)
     if patch:
-        await client.merge_patch(
-            POLICIES.path(namespace=meta["namespace"], name=meta["name"], subresource="status"),
-            {"status": patch})
+        await client.patch_policy_status(meta["namespace"], meta["name"], {"status": patch})

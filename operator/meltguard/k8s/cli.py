@@ -13,7 +13,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", dest="namespaces", default=[],
                        metavar="NS",
-                       help="watch this namespace (repeatable; globs like 'team-*' work)")
+                       help="watch this namespace (repeatable; globs like 'team-*' need list/watch "
+                            "on namespaces and CRDs)")
     scope.add_argument("--all-namespaces", "-A", action="store_true",
                        help="watch every namespace (the default when no --namespace is given)")
     parser.add_argument("--metrics-port", type=int, default=8000, metavar="PORT",

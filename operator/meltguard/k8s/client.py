@@ -1,22 +1,45 @@
-"""A small asyncio client for the few Kubernetes API calls the operator makes itself.
+"""The operator's way to the API server: lightkube, logged in once, shared with kopf.
 
-kopf owns watching, finalizers and its own annotations; the control loop's reads and writes
-(scale subresource, pods, the quota ConfigMap, the policy's status) go through this client,
-which uses the credentials kopf's login handler obtained (:class:`Connection`). Every call
-the operator can make here is listed in :mod:`meltguard.k8s.rbac`.
+Credentials come from lightkube's configuration (:func:`load_config`): the in-cluster
+ServiceAccount first (its projected token file is read again whenever the server answers
+401, so a rotated token is picked up), else the kubeconfig named by ``KUBECONFIG`` or
+``~/.kube/config`` in any of its forms: certificate and key data or files, a bearer token
+or token file, an exec plugin, basic auth. kopf is logged in with the same credentials
+(:func:`kopf_connection`), and logs in again through it after a 401.
+
+:class:`Kube` is the handful of calls the control loop makes (kopf owns watching), each
+answering plain dicts and raising :class:`ApiError` (:class:`NotFound`, :class:`Conflict`)
+on failure. Every one of them is listed in :mod:`meltguard.k8s.rbac`.
 """
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from typing import Any, cast
 
-import aiohttp
+import httpx2
+import kopf
+import lightkube
+from lightkube import operators
+from lightkube.config.client_adapter import AsyncClient as ConnectedHttpClient
+from lightkube.config.client_adapter import ConnectionParams, user_auth
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.core import resource as lightkube_resource
+from lightkube.core.client import LabelSelector
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.autoscaling_v1 import Scale
+from lightkube.resources.core_v1 import ConfigMap, Pod
+from lightkube.types import PatchType
 
-MERGE_PATCH = "application/merge-patch+json"
+from meltguard.k8s.resources import POLICIES, Resource
+
 REQUEST_TIMEOUT_SECONDS = 10.0
+FIELD_MANAGER = "meltguard-operator"
+
+Policy = create_namespaced_resource(POLICIES.group, POLICIES.version, POLICIES.kind,
+                                    POLICIES.plural)
 
 
 class ApiError(Exception):
@@ -37,95 +60,174 @@ class Conflict(ApiError):
     """409: a stale resourceVersion, or a name already taken."""
 
 
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """Where and how to reach the API server (taken from kopf's ``ConnectionInfo``)."""
-
-    server: str
-    token: str | None = None
-    ca_path: str | None = None
-    ca_data: bytes | None = None
-    insecure: bool = False
-    certificate_path: str | None = None
-    private_key_path: str | None = None
-
-    @classmethod
-    def from_kopf(cls, info: Any) -> Connection:
-        """Copy the fields this client supports from a ``kopf.ConnectionInfo``."""
-        return cls(server=info.server.rstrip("/"), token=info.token, ca_path=info.ca_path,
-                   ca_data=info.ca_data, insecure=bool(info.insecure),
-                   certificate_path=info.certificate_path,
-                   private_key_path=info.private_key_path)
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        """TLS settings for aiohttp: the cluster CA, client certificates, or none at all."""
-        if self.insecure:
-            return False
-        if not (self.ca_path or self.ca_data or self.certificate_path):
-            return True
-        context = ssl.create_default_context(
-            cafile=self.ca_path,
-            cadata=self.ca_data.decode() if self.ca_data else None,
-        )
-        if self.certificate_path:
-            context.load_cert_chain(self.certificate_path, self.private_key_path)
-        return context
-
-
-def _error(status: int, body: Any, fallback: str) -> ApiError:
-    reason = body.get("reason", "") if isinstance(body, Mapping) else ""
-    message = body.get("message", "") if isinstance(body, Mapping) else ""
+def _failure(status: int, reason: str, message: str) -> ApiError:
     kind = NotFound if status == 404 else Conflict if status == 409 else ApiError
-    return kind(status, reason or fallback, message or fallback)
+    return kind(status, reason, message)
 
 
-class KubeClient:
-    """JSON requests to one API server; raises :class:`ApiError` (and subclasses) on failure."""
+@contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    """Turn lightkube's and the transport's failures into :class:`ApiError` and kin."""
+    try:
+        yield
+    except lightkube.ApiError as error:  # the server's Status, with its reason and message
+        status = error.status
+        raise _failure(int(status.code or 0), status.reason or "",
+                       status.message or what) from error
+    except httpx2.HTTPStatusError as error:  # an answer that is not a Kubernetes Status
+        response = error.response
+        raise _failure(response.status_code, response.reason_phrase, what) from error
+    except httpx2.HTTPError as error:
+        raise ApiError(0, type(error).__name__, f"{what}: {error}") from error
 
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        headers = {"Accept": "application/json", "User-Agent": "meltguard-operator"}
-        if connection.token:
-            headers["Authorization"] = f"Bearer {connection.token}"
-        self._session = aiohttp.ClientSession(
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
-            connector=aiohttp.TCPConnector(ssl=connection.ssl_context()),
-        )
+
+def load_config() -> SingleConfig:
+    """In-cluster ServiceAccount credentials when running in a pod, else the kubeconfig's
+    current context (``KUBECONFIG``, else ``~/.kube/config``)."""
+    try:
+        config = KubeConfig.from_env().get()
+    except (lightkube.ConfigError, OSError) as error:
+        raise kopf.LoginError(f"no Kubernetes credentials: {error}") from error
+    if config is None:
+        raise kopf.LoginError("the kubeconfig names no current context")
+    return config
+
+
+async def authorization_header(config: SingleConfig) -> str | None:
+    """The ``Authorization`` header lightkube would send now: a token read from its file, an
+    exec plugin run, basic auth; None for client certificates alone."""
+    if config.user is None:
+        return None
+    auth = user_auth(config.user)
+    if auth is None:
+        return None
+    request = httpx2.Request("GET", config.cluster.server)
+    flow = auth.async_auth_flow(request)
+    prepared = await anext(flow)
+    await flow.aclose()
+    return prepared.headers.get("Authorization")
+
+
+def _file(config: SingleConfig, path: str | None) -> str | None:
+    return str(config.abs_file(path)) if path else None
+
+
+async def kopf_connection(config: SingleConfig) -> kopf.ConnectionInfo:
+    """kopf's credentials, taken from the same configuration as the operator's own client."""
+    scheme, _, token = (await authorization_header(config) or "").partition(" ")
+    cluster, user = config.cluster, config.user
+    return kopf.ConnectionInfo(
+        server=cluster.server,
+        ca_path=_file(config, cluster.certificate_auth),
+        ca_data=cluster.certificate_auth_data,
+        insecure=cluster.insecure,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=_file(config, user.client_cert) if user else None,
+        certificate_data=user.client_cert_data if user else None,
+        private_key_path=_file(config, user.client_key) if user else None,
+        private_key_data=user.client_key_data if user else None,
+        default_namespace=config.namespace,
+    )
+
+
+class _ScaleSubresource(lightkube_resource.NamespacedSubResource, Scale):
+    """The ``/scale`` of a namespaced resource found by discovery (see :func:`scale_of`)."""
+
+
+@cache
+def scale_of(resource: Resource) -> type[_ScaleSubresource]:
+    """lightkube's handle on ``resource``'s scale subresource (``autoscaling/v1`` Scale)."""
+    info = lightkube_resource.ApiInfo(
+        resource=lightkube_resource.ResourceDef("autoscaling", "v1", "Scale"),
+        parent=lightkube_resource.ResourceDef(resource.group, resource.version, resource.kind),
+        plural=resource.plural, verbs=["get", "patch"], action="scale")
+    return cast(type[_ScaleSubresource],
+                type(f"{resource.kind}Scale", (_ScaleSubresource,), {"_api_info": info}))
+
+
+def selector_as_is(selector: str) -> LabelSelector:
+    """A label selector string (as the scale subresource gives it) for lightkube's ``labels``.
+
+    lightkube assembles a selector from (key, operator) pairs and writes an ``exists`` pair
+    as its bare key, so the whole string passes through unchanged as one such pair.
+    """
+    return {selector: operators.exists()}
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return cast(dict[str, Any], obj.to_dict())
+
+
+class Kube:
+    """The control loop's reads and writes, through one lightkube client."""
+
+    def __init__(self, config: SingleConfig) -> None:
+        self.config = config
+        timeout = httpx2.Timeout(REQUEST_TIMEOUT_SECONDS)
+        self._api = lightkube.AsyncClient(config, timeout=timeout, field_manager=FIELD_MANAGER)
+        # Discovery documents are not resources: lightkube's own HTTP client, same credentials.
+        self._http = ConnectedHttpClient(config, ConnectionParams(timeout=timeout))
 
     async def close(self) -> None:
-        """Release the connection pool."""
-        await self._session.close()
+        """Release the connection pools."""
+        await self._api.close()
+        await self._http.aclose()
 
-    async def request(self, method: str, path: str, *, body: Any = None,
-                      params: Mapping[str, str] | None = None,
-                      content_type: str = "application/json") -> dict[str, Any]:
-        """One request; the decoded JSON answer, or an :class:`ApiError`."""
-        url = self._connection.server + path
-        headers = {"Content-Type": content_type} if body is not None else {}
-        try:
-            async with self._session.request(method, url, json=body, params=params,
-                                             headers=headers) as response:
-                try:
-                    answer = await response.json(content_type=None)
-                except ValueError:
-                    answer = None
-                if response.status >= 400:
-                    raise _error(response.status, answer, response.reason or "error")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(0, type(exc).__name__, f"{method} {path}: {exc}") from exc
-        if not isinstance(answer, dict):
-            raise ApiError(response.status, "BadResponse", f"{method} {path}: not a JSON object")
-        return answer
+    async def get_policy(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ImageQuotaPolicy as stored now."""
+        with api_errors(f"get policy {namespace}/{name}"):
+            return _plain(await self._api.get(Policy, name, namespace=namespace))
 
-    async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """GET one object or a list."""
-        return await self.request("GET", path, params=params)
+    async def patch_policy_status(self, namespace: str, name: str,
+                                  patch: Mapping[str, Any]) -> None:
+        """A JSON merge patch of the policy's status subresource."""
+        with api_errors(f"patch status of policy {namespace}/{name}"):
+            await self._api.patch(Policy.Status, name, dict(patch), namespace=namespace,
+                                  patch_type=PatchType.MERGE)
 
-    async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """PATCH with a JSON merge patch (RFC 7386)."""
-        return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods of ``namespace`` matching a label selector string."""
+        with api_errors(f"list pods in {namespace} ({selector})"):
+            return [_plain(pod) async for pod in
+                    self._api.list(Pod, namespace=namespace, labels=selector_as_is(selector))]
 
-    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a new object to a collection."""
-        return await self.request("POST", path, body=body)
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+        """One ConfigMap."""
+        with api_errors(f"get configmap {namespace}/{name}"):
+            return _plain(await self._api.get(ConfigMap, name, namespace=namespace))
+
+    async def create_configmap(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """A new ConfigMap (``body`` names its namespace)."""
+        with api_errors(f"create configmap in {namespace}"):
+            await self._api.create(cast(ConfigMap, ConfigMap.from_dict(dict(body))))
+
+    async def patch_configmap(self, namespace: str, name: str,
+                              patch: Mapping[str, Any]) -> None:
+        """A JSON merge patch of one ConfigMap."""
+        with api_errors(f"patch configmap {namespace}/{name}"):
+            await self._api.patch(ConfigMap, name, dict(patch), namespace=namespace,
+                                  patch_type=PatchType.MERGE)
+
+    async def get_scale(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
+        """The ``/scale`` of one object of ``resource``."""
+        with api_errors(f"get {resource.plural}/scale {namespace}/{name}"):
+            return _plain(await self._api.get(scale_of(resource), name, namespace=namespace))
+
+    async def patch_scale(self, resource: Resource, namespace: str, name: str,
+                          patch: Mapping[str, Any]) -> None:
+        """A JSON merge patch of one object's ``/scale``."""
+        with api_errors(f"patch {resource.plural}/scale {namespace}/{name}"):
+            await self._api.patch(scale_of(resource), name, dict(patch), namespace=namespace,
+                                  patch_type=PatchType.MERGE)
+
+    async def api_resources(self, api_version: str) -> list[dict[str, Any]]:
+        """Discovery: the resources (and subresources) one group version serves."""
+        path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+        with api_errors(f"discover {api_version}"):
+            response = await self._http.get(path)
+            if response.status_code == 404:
+                raise NotFound(404, "NotFound", f"the server does not serve {api_version}")
+            response.raise_for_status()
+            answer = response.json()
+        return [item for item in answer.get("resources") or [] if isinstance(item, dict)]

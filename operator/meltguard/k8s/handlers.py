@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+from lightkube.config.kubeconfig import SingleConfig
 
 from meltguard.api.models import PolicySpec
 from meltguard.api.validation import PolicyInvalid, parse_spec
 from meltguard.api.vocabulary import GROUP, PLURAL, VERSION
 from meltguard.core.decide import EventNote
 from meltguard.k8s.act import patch_status
-from meltguard.k8s.client import ApiError, Connection, KubeClient
+from meltguard.k8s.client import ApiError, Kube, kopf_connection, load_config
 from meltguard.k8s.metrics import OperatorMetrics
 from meltguard.k8s.reconcile import (
     Outcome,
@@ -35,6 +36,7 @@ from meltguard.k8s.reconcile import (
     reconcile,
 )
 from meltguard.k8s.telemetry import TelemetrySources
+from meltguard.k8s.world import ScaleTargets
 
 ANNOTATION_PREFIX = GROUP
 FINALIZER = f"{GROUP}/finalizer"
@@ -44,25 +46,33 @@ DEFAULT_INTERVAL_SECONDS = float(PolicySpec.model_fields["interval_seconds"].def
 DAEMON_STOP_GRACE_SECONDS = 10.0
 #: Waits after consecutive failed ticks (API errors), in seconds; the last one repeats.
 ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+#: How long a peering record stays valid without renewal (kopf renews it 5-10 s earlier, at
+#: least every second): a standby takes over this long after the active operator died.
+PEERING_LIFETIME_SECONDS = 10
 
 KopfLogger = logging.Logger | logging.LoggerAdapter[Any]
-Login = Callable[..., kopf.ConnectionInfo | None]
-TelemetryFactory = Callable[[KubeClient], TelemetrySources]
+Credentials = Callable[[], SingleConfig]
+TelemetryFactory = Callable[[Kube], TelemetrySources]
 
 
-def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster service account first, else the local kubeconfig (as kopf does itself)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def watches_patterns(namespaces: Collection[str]) -> bool:
+    """Whether a namespace is a glob (``team-*``): kopf then scans namespaces and CRDs as
+    they come and go, which needs list/watch on both (the chart's RBAC does not grant it:
+    its Roles are per named namespace). Without patterns kopf serves what it finds at start."""
+    return any(char in namespace for namespace in namespaces for char in "*?[")
 
 
-def configure_settings(settings: kopf.OperatorSettings) -> None:
-    """meltguard's own annotation prefix, finalizer and event levels for kopf."""
+def configure_settings(settings: kopf.OperatorSettings, namespaces: Collection[str] = ()) -> None:
+    """meltguard's own annotation prefix, finalizer, event levels and peering for kopf;
+    scanning only for namespace patterns."""
+    settings.scanning.disabled = not watches_patterns(namespaces)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # only warnings of kopf's log become Events
+    settings.peering.lifetime = PEERING_LIFETIME_SECONDS
     # A stopping policy loop exits within milliseconds (it only closes its telemetry source);
     # wait for that instead of re-checking after the whole grace period.
     settings.background.instant_exit_timeout = 1.0
@@ -85,29 +95,33 @@ def post_event(policy: Mapping[str, Any], note: EventNote) -> None:
 
 @dataclass
 class Runtime:
-    """What the handlers share: the API client (after login) and the daemons' wake-ups."""
+    """What the handlers share: the API client (after login) and the daemons' wake-ups.
 
-    login: Login
+    ``credentials`` is read at every kopf login (the first, and again after a 401); the
+    client is built from the first and refreshes its own credentials from then on.
+    """
+
     telemetry: TelemetryFactory
     metrics: OperatorMetrics
-    client: KubeClient | None = None
+    credentials: Credentials = load_config
+    client: Kube | None = None
     sources: TelemetrySources | None = None
     reconciler: Reconciler | None = None
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
-    def connect(self, info: kopf.ConnectionInfo) -> None:
-        """Build the client (once) from the credentials kopf logged in with."""
+    def connect(self, config: SingleConfig) -> None:
+        """Build the client (once) from the credentials kopf logs in with."""
         if self.client is None:
-            self.client = KubeClient(Connection.from_kopf(info))
+            self.client = Kube(config)
             self.sources = self.telemetry(self.client)
-            self.reconciler = Reconciler(self.client, self.sources.read, post_event,
-                                         self.metrics)
+            self.reconciler = Reconciler(self.client, ScaleTargets(self.client),
+                                         self.sources.read, post_event, self.metrics)
 
     def wakeup(self, namespace: str, name: str) -> asyncio.Event:
         """The event that wakes one policy's daemon before its next tick is due."""
         return self.wakeups.setdefault((namespace, name), asyncio.Event())
 
-    def connected(self) -> tuple[KubeClient, Reconciler]:
+    def connected(self) -> tuple[Kube, Reconciler]:
         """The client and reconciler; kopf runs login before any handler."""
         if self.client is None or self.reconciler is None:
             raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
@@ -201,11 +215,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:  # async: the client's loop
-        info = runtime.login(**kwargs)
-        if info is not None:
-            runtime.connect(info)
-        return info
+    async def login(**_: Any) -> kopf.ConnectionInfo:  # async: the client's loop
+        config = runtime.credentials()
+        runtime.connect(config)
+        return await kopf_connection(config)
 
     @kopf.on.cleanup(registry=registry)
     async def close(**_: Any) -> None:

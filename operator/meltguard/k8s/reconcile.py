@@ -30,10 +30,11 @@ from meltguard.k8s.act import (
     quota_document,
     scale_target,
 )
-from meltguard.k8s.client import Conflict, KubeClient, NotFound
+from meltguard.k8s.client import Conflict, Kube, NotFound
 from meltguard.k8s.metrics import OperatorMetrics
+from meltguard.k8s.resources import NotScalable
 from meltguard.k8s.status import build_status, merge_conditions
-from meltguard.k8s.world import ReadTelemetry, World, observe, read_policy
+from meltguard.k8s.world import ReadTelemetry, ScaleTargets, World, observe, read_policy
 
 PAUSED_ANNOTATION = "meltguard.io/paused"
 SCALE_EVENT_REASONS = frozenset({"ScaledUp", "ScaledDown"})
@@ -51,6 +52,7 @@ class Outcome(enum.Enum):
     REPORTED = "reported"  # paused or dry run: decided and reported, nothing changed
     INVALID = "invalid"
     TARGET_NOT_FOUND = "target-not-found"
+    TARGET_NOT_SCALABLE = "target-not-scalable"
     GONE = "gone"
 
 
@@ -58,7 +60,8 @@ class Outcome(enum.Enum):
 class Reconciler:
     """What a tick needs from outside: the API, telemetry, Events, metrics and the clock."""
 
-    client: KubeClient
+    client: Kube
+    targets: ScaleTargets
     read_telemetry: ReadTelemetry
     post_event: PostEvent
     metrics: OperatorMetrics
@@ -159,25 +162,31 @@ class Tick:
         except PolicyInvalid:
             return Outcome.INVALID  # reported by the change handlers, nothing to do
         now = self.reconciler.clock()
+        ref = spec.scale_target_ref
         try:
-            world = await observe(client, self.reconciler.read_telemetry, self.namespace,
-                                  self.name, spec, now)
+            world = await observe(client, self.reconciler.targets, self.reconciler.read_telemetry,
+                                  namespace=self.namespace, name=self.name, spec=spec, now=now)
         except NotFound as missing:
-            await self._report_missing_target(policy, spec, missing, now)
+            message = f"{ref.kind} {ref.name!r} not found in {self.namespace}: {missing.message}"
+            await self._report_target_problem(policy, "TargetNotFound", message, now)
             return Outcome.TARGET_NOT_FOUND
+        except NotScalable as unscalable:
+            message = f"cannot scale {ref.kind} {ref.name!r}: {unscalable.message}"
+            await self._report_target_problem(policy, unscalable.reason, message, now)
+            return Outcome.TARGET_NOT_SCALABLE
         return await self._decide_and_act(policy, spec, world, now)
 
-    async def _report_missing_target(self, policy: Mapping[str, Any], spec: PolicySpec,
-                                     missing: NotFound, now: float) -> None:
-        ref = spec.scale_target_ref
-        message = f"{ref.kind} {ref.name!r} not found in {self.namespace}: {missing.message}"
+    async def _report_target_problem(self, policy: Mapping[str, Any], reason: str, message: str,
+                                     now: float) -> None:
+        """Ready=False naming the problem, and a Warning Event when it is new."""
         previous = previous_status(policy)
-        was_missing = previous is not None and any(
-            c.type == "Ready" and c.reason == "TargetNotFound" for c in previous.conditions)
+        known = previous is not None and any(
+            c.type == "Ready" and c.reason == reason and c.message == message
+            for c in previous.conditions)
         await patch_status(self.reconciler.client, policy,
-                           not_ready_status(policy, "TargetNotFound", message, now))
-        if not was_missing:
-            self.reconciler.post_event(policy, EventNote("Warning", "TargetNotFound", message))
+                           not_ready_status(policy, reason, message, now))
+        if not known:
+            self.reconciler.post_event(policy, EventNote("Warning", reason, message))
 
     async def _decide_and_act(self, policy: Mapping[str, Any], spec: PolicySpec, world: World,
                               now: float) -> Outcome:
@@ -203,9 +212,12 @@ class Tick:
     async def _apply(self, policy: Mapping[str, Any], spec: PolicySpec, world: World,
                      decision: Decision, now: float) -> None:
         client = self.reconciler.client
-        if decision.desired_replicas != world.target.replicas:
-            await scale_target(client, self.namespace, spec.scale_target_ref,
-                               decision.desired_replicas, world.target.resource_version)
+        target = world.target
+        if decision.desired_replicas != target.replicas:
+            await scale_target(client, target.resource, namespace=self.namespace,
+                               name=spec.scale_target_ref.name,
+                               replicas=decision.desired_replicas,
+                               resource_version=target.resource_version)
         document = quota_document(policy, decision, now)
         await publish_quotas(client, quota_configmap(policy, spec, document), document)
 

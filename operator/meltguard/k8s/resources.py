@@ -1,16 +1,20 @@
-"""The Kubernetes resources the operator touches, each one typed value with its URL builder.
+"""The Kubernetes resources the operator touches, each one typed value.
 
-A resource is named once here (group, version, plural, whether it is namespaced) and every
-request path is built from it, so no module assembles API paths from strings of its own.
+A resource is named once here (group, version, kind, plural, whether it is namespaced). The
+scale target is not known in advance: :func:`scale_resource` finds it in the discovery
+document of its group version (kind -> plural, namespaced, serves ``/scale``), so any
+workload with a scale subresource can be scaled (Deployment, StatefulSet, Argo Rollouts,
+LeaderWorkerSet, ...), and one that cannot is named in the policy's status.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
+from typing import Any
 
 from meltguard.api.models import ScaleTargetRef
-from meltguard.api.vocabulary import GROUP, PLURAL, VERSION
+from meltguard.api.vocabulary import GROUP, KIND, PLURAL, VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +23,7 @@ class Resource:
 
     group: str
     version: str
+    kind: str
     plural: str
     namespaced: bool = True
 
@@ -27,31 +32,40 @@ class Resource:
         """``apps/v1``, or ``v1`` for the core group."""
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    def path(self, *, namespace: str | None = None, name: str | None = None,
-             subresource: str | None = None) -> str:
-        """``/apis/apps/v1/namespaces/ns/deployments/x/scale`` and the like.
 
-        ``namespace`` None means across all namespaces (a list) for a namespaced resource.
-        """
-        root = f"/apis/{self.api_version}" if self.group else f"/api/{self.version}"
-        parts = [root]
-        if namespace is not None and self.namespaced:
-            parts.append(f"namespaces/{quote(namespace, safe='')}")
-        parts.append(self.plural)
-        if name is not None:
-            parts.append(quote(name, safe=""))
-        if subresource is not None:
-            parts.append(subresource)
-        return "/".join(parts)
+POLICIES = Resource(GROUP, VERSION, KIND, PLURAL)
+PODS = Resource("", "v1", "Pod", "pods")
+CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps")
+EVENTS = Resource("", "v1", "Event", "events")
 
 
-POLICIES = Resource(GROUP, VERSION, PLURAL)
-PODS = Resource("", "v1", "pods")
-CONFIGMAPS = Resource("", "v1", "configmaps")
+class NotScalable(Exception):
+    """The scale target's kind is not served, or has no ``/scale`` (``reason`` says which)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
-def scale_target_resource(ref: ScaleTargetRef) -> Resource:
-    """The resource of a scale target, by the Kubernetes naming convention for its kind
-    (``Deployment`` -> ``deployments``)."""
+def scale_resource(ref: ScaleTargetRef, discovered: Iterable[Mapping[str, Any]]) -> Resource:
+    """The resource of ``ref``'s kind in its group version's discovery document
+    (``APIResourceList.resources``); :class:`NotScalable` when absent, cluster-scoped or
+    without a ``scale`` subresource."""
     group, _, version = ref.api_version.rpartition("/")
-    return Resource(group, version, ref.kind.lower() + "s")
+    served = [dict(item) for item in discovered]
+    names = {str(item.get("name")) for item in served}
+    for item in served:
+        name = str(item.get("name", ""))
+        if item.get("kind") != ref.kind or "/" in name:
+            continue
+        if not item.get("namespaced"):
+            raise NotScalable("TargetNotScalable",
+                              f"{ref.kind} ({ref.api_version}) is cluster-scoped; a scale "
+                              f"target lives in the policy's namespace")
+        if f"{name}/scale" not in names:
+            raise NotScalable("TargetNotScalable",
+                              f"{ref.kind} ({ref.api_version}) has no scale subresource")
+        return Resource(group, version, ref.kind, name)
+    raise NotScalable("TargetKindUnknown",
+                      f"the API server serves no kind {ref.kind} in {ref.api_version}")

@@ -23,7 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--watch-configmaps",
         metavar="NS",
-        help="watch ConfigMaps labelled meltguard.io/quotas=true in namespace NS",
+        help="watch ConfigMaps labelled meltguard.io/quotas=true in namespace NS "
+        "(NS,NS,... for several; '*' for all)",
     )
     parser.add_argument(
         "--on-store-error",

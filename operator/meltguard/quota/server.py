@@ -8,6 +8,7 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,6 +20,9 @@ from meltguard.quota.redis_store import RedisStore
 from meltguard.quota.service import OnStoreError, QuotaService
 from meltguard.quota.sources import FileLimitsSource
 from meltguard.quota.store import QuotaStore
+
+if TYPE_CHECKING:  # imported when used: only --watch-configmaps needs lightkube
+    from meltguard.quota.configmaps import ConfigMapLimitsSource
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +69,22 @@ def start_limits(
             )
         return asyncio.create_task(files.run(), name="limits-files")
     if options.watch_namespace is not None:
-        from meltguard.quota.configmaps import ConfigMapLimitsSource, default_api_client
+        from meltguard.quota.configmaps import ConfigMapLimitsSource, default_client
 
-        watcher = ConfigMapLimitsSource(
-            options.watch_namespace,
-            registry,
-            count,
-            default_api_client(),
-            asyncio.get_running_loop(),
-        )
-        return asyncio.create_task(watcher.run(), name="limits-configmaps")
+        client = default_client()
+        watchers = [
+            ConfigMapLimitsSource(namespace.strip(), registry, count, client)
+            for namespace in options.watch_namespace.split(",")
+        ]
+        return asyncio.create_task(_watch_all(watchers), name="limits-configmaps")
     raise ValueError("give --limits PATH or --watch-configmaps NS")
+
+
+async def _watch_all(watchers: list[ConfigMapLimitsSource]) -> None:
+    """Run one ConfigMap watcher per namespace until cancelled."""
+    async with asyncio.TaskGroup() as group:
+        for watcher in watchers:
+            group.create_task(watcher.run(), name=f"configmaps-{watcher.namespace}")
 
 
 async def serve(options: ServerOptions) -> None:
