@@ -38,14 +38,17 @@ from multiprocessing.connection import Connection
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from meltguard.telemetry.attribution import RoundRobinAttribution
-from meltguard.telemetry.devices import PodRef
-from meltguard.telemetry.exposition import GpuCollector
-from meltguard.telemetry.interpret import EXPORTER_SCHEMA, Collected, PageReader
-from meltguard.telemetry.sampler import Sampler
-from meltguard.telemetry.scrape import Scraper
-from meltguard.telemetry.simulated import FireDrill, SimulatedBackend
-from meltguard.telemetry.sources import ScrapeSource
+from meltguard.exporter.attribution import RoundRobinAttribution
+from meltguard.exporter.devices import PodRef
+from meltguard.exporter.exposition import GpuCollector
+from meltguard.exporter.sampler import Sampler
+from meltguard.exporter.simulated import FireDrill, SimulatedBackend
+from meltguard.ingest.http_client import Scraper
+from meltguard.ingest.metrics import IngestMetrics
+from meltguard.ingest.reader import PageReader
+from meltguard.ingest.schema import EXPORTER_SCHEMA
+from meltguard.ingest.scrape import ScrapeSource
+from meltguard.ingest.table import Collected
 
 NOW = 1_750_000_000.0
 NAMESPACE = "inference"
@@ -160,7 +163,14 @@ async def measure_ingest(endpoints: list[str], pods: set[tuple[str, str]], runs:
     async def list_endpoints(namespace: str, labels: Mapping[str, str], port: int) -> list[str]:
         return endpoints
 
-    source = ScrapeSource(EXPORTER_SCHEMA, "meltguard-system", {}, 9400, list_endpoints, Scraper())
+    source = ScrapeSource(
+        EXPORTER_SCHEMA,
+        namespace="meltguard-system",
+        match_labels={},
+        port=9400,
+        list_endpoints=list_endpoints,
+        metrics=IngestMetrics(CollectorRegistry()),
+    )
     try:
         cold, _ = await timed_runs(lambda: source.read(pods, NOW), 1)
         reading = await source.read(pods, NOW)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 #: subcommand -> (module holding configure/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("meltguard.k8s.cli", "run the kopf operator reconciling ImageQuotaPolicy objects"),
-    "exporter": ("meltguard.telemetry.cli", "serve NVML GPU metrics (or simulated GPUs)"),
+    "exporter": ("meltguard.exporter.cli", "serve NVML GPU metrics (or simulated GPUs)"),
     "quota-server": ("meltguard.quota.cli", "answer 'may this user generate one more image?'"),
     "simulate": ("meltguard.sim.cli", "replay a demand surge against a simulated GPU fleet"),
     "validate": ("meltguard.api.cli", "check ImageQuotaPolicy files offline"),

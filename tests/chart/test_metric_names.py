@@ -10,8 +10,13 @@ from .helm import Helm
 from .monitoring import alert_rules, dashboard, dashboard_queries, rendered_rule_groups
 from .promql import metric_names
 
-#: Areas whose ``metrics.METRIC_NAMES`` are checked against (operator, exporter, quota service).
-METRIC_AREAS = ("meltguard.k8s.metrics", "meltguard.telemetry.metrics", "meltguard.quota.metrics")
+#: Where the served metric names are listed (operator, its ingest, exporter, quota service).
+METRIC_AREAS = {
+    "meltguard.k8s.metrics": "METRIC_NAMES",
+    "meltguard.ingest.metrics": "METRIC_NAMES",
+    "meltguard.wire": "EXPORTER_METRIC_NAMES",
+    "meltguard.quota.metrics": "METRIC_NAMES",
+}
 #: Series Prometheus makes itself for every scrape target.
 PROMETHEUS_SERIES = frozenset({"up"})
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -21,7 +26,7 @@ def exported_names() -> tuple[frozenset[str], list[str]]:
     """Union of METRIC_NAMES of the areas that exist, and the areas not written yet."""
     names: set[str] = set()
     missing = []
-    for area in METRIC_AREAS:
+    for area, attribute in METRIC_AREAS.items():
         try:
             module = importlib.import_module(area)
         except ModuleNotFoundError as error:
@@ -29,7 +34,7 @@ def exported_names() -> tuple[frozenset[str], list[str]]:
                 raise
             missing.append(area)
             continue
-        names |= module.METRIC_NAMES
+        names |= getattr(module, attribute)
     return frozenset(names), missing
 
 

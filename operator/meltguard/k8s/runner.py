@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import kopf
 import prometheus_client
 
-from meltguard.k8s.handlers import Runtime, build_registry, configure_settings, default_login
+from meltguard.ingest.metrics import IngestMetrics
+from meltguard.k8s.handlers import Runtime, build_registry, configure_settings
 from meltguard.k8s.metrics import OperatorMetrics
 from meltguard.k8s.telemetry import telemetry_sources
 
@@ -29,13 +31,15 @@ def serve(options: OperatorOptions) -> int:
     """Serve metrics and run kopf until it is told to stop (SIGTERM/SIGINT)."""
     logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The default registry also holds the telemetry sources' counters.
+    # The default registry, which the metrics server serves; the telemetry sources count there too.
     metrics = OperatorMetrics(prometheus_client.REGISTRY)
+    ingest_metrics = IngestMetrics(prometheus_client.REGISTRY)
     if options.metrics_port:
         prometheus_client.start_http_server(options.metrics_port)
-    runtime = Runtime(login=default_login, telemetry=telemetry_sources, metrics=metrics)
+    runtime = Runtime(telemetry=partial(telemetry_sources, metrics=ingest_metrics),
+                      metrics=metrics)
     settings = kopf.OperatorSettings()
-    configure_settings(settings)
+    configure_settings(settings, options.namespaces)
     # kopf maps these onto settings.peering: a named peering is mandatory (its KopfPeering, or
     # ClusterKopfPeering with --all-namespaces, must exist); the top priority replica is active.
     kopf.run(

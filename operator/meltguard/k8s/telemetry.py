@@ -3,28 +3,22 @@ served), rebuilt when the policy's ``spec.telemetry`` changes and closed when it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 from meltguard.api.models import PolicySpec, TelemetrySpec
-from meltguard.k8s.client import KubeClient
+from meltguard.ingest.factory import create_source
+from meltguard.ingest.metrics import IngestMetrics
+from meltguard.ingest.source import ListEndpoints, TelemetryReading, TelemetrySource
+from meltguard.k8s.client import Kube
 from meltguard.k8s.world import NamespacedName, endpoint_lister
-from meltguard.telemetry.sources import (
-    ListEndpoints,
-    TelemetryReading,
-    TelemetrySource,
-    create_source,
-)
-
-SourceFactory = Callable[[TelemetrySpec, ListEndpoints], TelemetrySource]
 
 
 class TelemetrySources:
     """The sources of every policy this operator reconciles, by ``(namespace, name)``."""
 
-    def __init__(self, list_endpoints: ListEndpoints,
-                 factory: SourceFactory = create_source) -> None:
+    def __init__(self, list_endpoints: ListEndpoints, metrics: IngestMetrics) -> None:
         self._list_endpoints = list_endpoints
-        self._factory = factory
+        self._metrics = metrics
         self._sources: dict[NamespacedName, tuple[TelemetrySpec, TelemetrySource]] = {}
 
     async def read(self, policy: NamespacedName, spec: PolicySpec, pods: Collection[NamespacedName],
@@ -33,7 +27,8 @@ class TelemetrySources:
         known = self._sources.get(policy)
         if known is None or known[0] != spec.telemetry:
             await self.forget(policy)
-            known = (spec.telemetry, self._factory(spec.telemetry, self._list_endpoints))
+            source = create_source(spec.telemetry, self._list_endpoints, metrics=self._metrics)
+            known = (spec.telemetry, source)
             self._sources[policy] = known
         return await known[1].read(pods, now)
 
@@ -49,6 +44,7 @@ class TelemetrySources:
             await self.forget(policy)
 
 
-def telemetry_sources(client: KubeClient) -> TelemetrySources:
-    """Sources that find exporter endpoints through the pods API."""
-    return TelemetrySources(endpoint_lister(client))
+def telemetry_sources(client: Kube, metrics: IngestMetrics) -> TelemetrySources:
+    """Sources that find exporter endpoints through the pods API and count their trouble in
+    ``metrics``."""
+    return TelemetrySources(endpoint_lister(client), metrics)

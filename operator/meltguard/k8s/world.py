@@ -1,7 +1,7 @@
 """Reading the world for one tick: the policy, its scale target, the target's pods, telemetry.
 
 Everything here only reads; :mod:`meltguard.k8s.act` writes. The pure parts (which pod waits
-for a GPU, how a kind maps to its resource) are plain functions, tested on their own.
+for a GPU, which resource serves a kind) are plain functions, tested on their own.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 from meltguard.api.models import PolicySpec, ScaleTargetRef
 from meltguard.core.observation import Observation
 from meltguard.ingest.source import ListEndpoints, TelemetryReading
-from meltguard.k8s.client import KubeClient
-from meltguard.k8s.resources import PODS, POLICIES, scale_target_resource
+from meltguard.k8s.client import Kube, NotFound
+from meltguard.k8s.resources import NotScalable, Resource, scale_resource
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -27,6 +27,7 @@ NamespacedName = tuple[str, str]
 class Target:
     """The scale target as its scale subresource shows it, plus its pods."""
 
+    resource: Resource
     replicas: int
     resource_version: str | None
     pods: frozenset[NamespacedName]
@@ -64,25 +65,47 @@ def is_live(pod: Mapping[str, Any]) -> bool:
     return not meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
 
 
-async def read_policy(client: KubeClient, namespace: str, name: str) -> dict[str, Any]:
+async def read_policy(client: Kube, namespace: str, name: str) -> dict[str, Any]:
     """The policy as stored now (raises NotFound once it is gone)."""
-    return await client.get(POLICIES.path(namespace=namespace, name=name))
+    return await client.get_policy(namespace, name)
 
 
-async def list_pods(client: KubeClient, namespace: str, selector: str) -> list[dict[str, Any]]:
-    """The pods in ``namespace`` matching a label selector string."""
-    answer = await client.get(PODS.path(namespace=namespace), params={"labelSelector": selector})
-    return [pod for pod in answer.get("items") or [] if isinstance(pod, dict)]
+class ScaleTargets:
+    """Scale targets resolved through API discovery, each remembered once found.
+
+    A kind not found (yet) is looked up again at the next tick, so a CRD installed after
+    the policy is picked up without a restart.
+    """
+
+    def __init__(self, client: Kube) -> None:
+        self._client = client
+        self._found: dict[tuple[str, str], Resource] = {}
+
+    async def resource(self, ref: ScaleTargetRef) -> Resource:
+        """The resource serving ``ref``'s kind; :class:`NotScalable` when there is none."""
+        key = (ref.api_version, ref.kind)
+        found = self._found.get(key)
+        if found is None:
+            try:
+                discovered = await self._client.api_resources(ref.api_version)
+            except NotFound as missing:
+                raise NotScalable("TargetKindUnknown",
+                                  f"the API server does not serve {ref.api_version} "
+                                  f"(kind {ref.kind})") from missing
+            found = self._found[key] = scale_resource(ref, discovered)
+        return found
 
 
-async def read_target(client: KubeClient, namespace: str, ref: ScaleTargetRef) -> Target:
+async def read_target(client: Kube, targets: ScaleTargets, *, namespace: str,
+                      ref: ScaleTargetRef) -> Target:
     """Replicas and selector through the scale subresource, then the target's live pods."""
-    scale = await client.get(
-        scale_target_resource(ref).path(namespace=namespace, name=ref.name, subresource="scale"))
+    resource = await targets.resource(ref)
+    scale = await client.get_scale(resource, namespace, ref.name)
     selector = str((scale.get("status") or {}).get("selector") or "")
-    pods = [pod for pod in await list_pods(client, namespace, selector) if is_live(pod)] \
+    pods = [pod for pod in await client.list_pods(namespace, selector) if is_live(pod)] \
         if selector else []
     return Target(
+        resource=resource,
         replicas=int((scale.get("spec") or {}).get("replicas") or 0),
         resource_version=(scale.get("metadata") or {}).get("resourceVersion"),
         pods=frozenset(_pod(pod) for pod in pods),
@@ -103,12 +126,12 @@ def pod_endpoint(pod: Mapping[str, Any], port: int) -> str | None:
     return f"{status['podIP']}:{port}"
 
 
-def endpoint_lister(client: KubeClient) -> ListEndpoints:
+def endpoint_lister(client: Kube) -> ListEndpoints:
     """The ``list_endpoints`` coroutine the telemetry sources use, backed by the pods API."""
 
     async def list_endpoints(namespace: str, match_labels: Mapping[str, str],
                              port: int) -> list[str]:
-        pods = await list_pods(client, namespace, label_selector(match_labels))
+        pods = await client.list_pods(namespace, label_selector(match_labels))
         return [endpoint for pod in pods if (endpoint := pod_endpoint(pod, port)) is not None]
 
     return list_endpoints
@@ -127,9 +150,10 @@ class World:
         return self.telemetry.observation(self.target.replicas, self.target.pending_for_gpu)
 
 
-async def observe(client: KubeClient, read_telemetry: ReadTelemetry, namespace: str,
-                  name: str, spec: PolicySpec, now: float) -> World:
-    """Read the target and its GPUs (raises NotFound when the target is missing)."""
-    target = await read_target(client, namespace, spec.scale_target_ref)
+async def observe(client: Kube, targets: ScaleTargets, read_telemetry: ReadTelemetry, *,
+                  namespace: str, name: str, spec: PolicySpec, now: float) -> World:
+    """Read the target and its GPUs (raises NotFound when the target is missing,
+    NotScalable when its kind cannot be scaled)."""
+    target = await read_target(client, targets, namespace=namespace, ref=spec.scale_target_ref)
     telemetry = await read_telemetry((namespace, name), spec, target.pods, now)
     return World(target, telemetry)
