@@ -21,6 +21,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("meltguard.api.cli", "check ImageQuotaPolicy files offline"),
     "crd": ("meltguard.api.crd_cli", "print the CRD generated from the models"),
 }
+#: subcommand -> the package extra that installs what it needs beyond the base install
+EXTRAS: dict[str, str] = {"operator": "operator", "exporter": "exporter",
+                          "quota-server": "quota"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as missing:
+        extra = EXTRAS.get(args.command)
+        package = (missing.name or "meltguard").partition(".")[0]
+        if extra is None or package == "meltguard":
+            raise
+        print(f"meltguard {args.command}: the Python package {package!r} is not installed;"
+              f" this part needs: pip install 'meltguard[{extra}]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

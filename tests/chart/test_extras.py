@@ -170,3 +170,24 @@ def test_simulate_plot_without_matplotlib_names_the_extra(tmp_path: Path) -> Non
     assert done.returncode == 2, done.stderr
     assert "pip install 'meltguard[plot]'" in done.stderr
     assert not png.exists()
+
+
+@pytest.mark.parametrize(("command", "hidden", "extra"), [
+    (["operator", "--namespace", "inference"], "kopf", "operator"),
+    (["quota-server", "--limits", "/nonexistent"], "redis", "quota"),
+    (["exporter", "--simulate", "1", "--port", "0"], "prometheus_client", "exporter"),
+])
+def test_a_part_without_its_extra_names_the_extra(command: list[str], hidden: str,
+                                                  extra: str) -> None:
+    """A part started without its extra's packages says which extra to install, no traceback."""
+    script = (
+        f"import sys; sys.modules[{hidden!r}] = None\n"
+        "from meltguard.cli import main\n"
+        f"sys.exit(main({command!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"pip install 'meltguard[{extra}]'" in done.stderr
+    assert f"{hidden!r} is not installed" in done.stderr
+    assert "Traceback" not in done.stderr
