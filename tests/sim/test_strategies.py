@@ -16,6 +16,7 @@ from meltguard.api.state import ControllerState
 from meltguard.core.observation import Observation
 from meltguard.sim import strategies
 from meltguard.sim.compare import compare, total_steps
+from meltguard.sim.engine import shared_inputs
 from meltguard.sim.scenario import Scenario
 
 
@@ -121,7 +122,8 @@ def test_a_paused_policy_observes_but_changes_nothing(
     paused = policy.model_copy(update={"spec": policy.spec.model_copy(update={"paused": True})})
     run = compare(scenario, paused, seed=1,
                   strategies=[strategies.MeltguardStrategy(paused)]).runs[0]
-    assert set(run.series["desiredReplicas"]) == {scenario.fleet.initial_replicas}
+    warm_replicas = shared_inputs(scenario, paused, seed=1).warm.replicas
+    assert set(run.series["desiredReplicas"]) == {warm_replicas}
     assert set(run.series["firstTierLimit"]) == {6.0}
     assert "Melting" in run.phases or "Hot" in run.phases  # it saw the surge all the same
 

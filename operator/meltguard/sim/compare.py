@@ -2,7 +2,8 @@
 
 Strategies are independent once the users are drawn, so with ``jobs > 1`` the costliest
 (meltguard, which builds a sample per GPU per tick) run in forked processes while this one
-runs the cheap baselines and the safe-capacity optimum, and keeps the progress bar moving.
+runs the cheap baselines and keeps the progress bar moving. The yardstick comes last: it takes
+the most demand any run admitted.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import Synchronized
 
+import numpy as np
+import numpy.typing as npt
+
 from meltguard.api.models import ImageQuotaPolicy
 from meltguard.collector import collector_paused
-from meltguard.sim.demand import draw_session_arrivals
-from meltguard.sim.engine import Progress, SharedInputs, StrategyRun, optimum_images, run_strategy
+from meltguard.sim.engine import Progress, SharedInputs, StrategyRun, run_strategy, shared_inputs
 from meltguard.sim.scenario import Scenario
 from meltguard.sim.strategies import HpaStrategy, MeltguardStrategy, Strategy
+from meltguard.sim.yardstick import Yardstick, yardstick
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +33,21 @@ class Comparison:
     scenario: Scenario
     policy: ImageQuotaPolicy
     seed: int
-    optimum_images: float
+    best: Yardstick
     runs: tuple[StrategyRun, ...]
+
+    @property
+    def optimum_images(self) -> float:
+        """The most images any strategy could have served (the yardstick)."""
+        return self.best.images
+
+    def best_per_second(self) -> npt.NDArray[np.float64]:
+        """The best possible in images per second, one value per control tick."""
+        timing = self.scenario.timing
+        per_tick = timing.control_tick_seconds // timing.physics_step_seconds
+        per_second: npt.NDArray[np.float64] = self.best.per_step.reshape(-1, per_tick) \
+            .sum(axis=1) / timing.control_tick_seconds
+        return per_second
 
 
 def default_strategies(scenario: Scenario, policy: ImageQuotaPolicy) -> list[Strategy]:
@@ -51,31 +68,31 @@ def compare(
     scenario: Scenario,
     policy: ImageQuotaPolicy,
     seed: int,
+    *,
     strategies: Sequence[Strategy] | None = None,
     jobs: int = 1,
     progress: Progress | None = None,
 ) -> Comparison:
     """Run every strategy on the scenario's users (drawn from ``seed``)."""
     chosen = list(strategies) if strategies is not None else default_strategies(scenario, policy)
-    tiers = [tier.name for tier in policy.spec.quotas.tiers]
-    inputs = SharedInputs(scenario, policy, draw_session_arrivals(scenario, tiers, seed), seed)
     # no reference cycles are made: the collector would only rescan the live state, a third of
     # the run; forked workers inherit the pause
     with collector_paused():
+        inputs = shared_inputs(scenario, policy, seed)
         if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-            runs, optimum = _run_forked(inputs, chosen, jobs, progress)
+            runs = _run_forked(inputs, chosen, jobs, progress)
         else:
             runs = [run_strategy(inputs, strategy, progress) for strategy in chosen]
-            optimum = optimum_images(inputs)
+        best = yardstick(inputs, runs)
     for run in runs:
-        run.optimum_share = float(run.served.sum()) / optimum if optimum > 0 else 0.0
-    return Comparison(scenario, policy, seed, optimum, tuple(runs))
+        run.optimum_share = float(run.served.sum()) / best.images if best.images > 0 else 0.0
+    return Comparison(scenario, policy, seed, best, tuple(runs))
 
 
 def _run_forked(inputs: SharedInputs, strategies: list[Strategy], jobs: int,
-                progress: Progress | None) -> tuple[list[StrategyRun], float]:
+                progress: Progress | None) -> list[StrategyRun]:
     """The costliest strategies (meltguard first), up to ``jobs - 1``, each in a forked
-    worker; the others and the optimum in this process meanwhile."""
+    worker; the others in this process meanwhile."""
     context = multiprocessing.get_context("fork")
     by_cost = sorted(strategies, key=lambda s: not isinstance(s, MeltguardStrategy))
     forked, local = by_cost[:jobs - 1], by_cost[jobs - 1:]
@@ -89,12 +106,11 @@ def _run_forked(inputs: SharedInputs, strategies: list[Strategy], jobs: int,
         sender.close()
         workers.append((receiver, worker))
     results = [run_strategy(inputs, strategy, relay.advance) for strategy in local]
-    optimum = optimum_images(inputs)
     results += _collect([receiver for receiver, _ in workers], relay)
     for _, worker in workers:
         worker.join()
     by_name = {run.name: run for run in results}
-    return [by_name[strategy.name] for strategy in strategies], optimum
+    return [by_name[strategy.name] for strategy in strategies]
 
 
 class _ProgressRelay:

@@ -72,12 +72,14 @@ def _surge_rate(scenario: Scenario, hours: FloatArray) -> FloatArray:
 
 
 def draw_session_arrivals(
-    scenario: Scenario, tier_names: list[str], seed: int
+    scenario: Scenario, tier_names: list[str], seed: int, *, warm_up_steps: int = 0
 ) -> IntArray:
-    """Users starting a session in each physics step, shape ``(steps, tiers)``."""
+    """Users starting a session in each physics step, shape ``(warm_up_steps + steps, tiers)``:
+    ``warm_up_steps`` before the day (the normal day's rates: a surge starts within the day),
+    then the day's."""
     step = scenario.timing.physics_step_seconds
     steps = scenario.duration_seconds // step
-    midpoints = (np.arange(steps, dtype=np.float64) + 0.5) * step
+    midpoints = (np.arange(-warm_up_steps, steps, dtype=np.float64) + 0.5) * step
     expected = session_rates(scenario, tier_names, midpoints) * step
     return np.random.default_rng(seed).poisson(expected).astype(np.int64)
 
@@ -117,6 +119,8 @@ class UserPopulation:
         )
         self._windows = [(int(first), size, tier.window_seconds)
                          for first, size, tier in zip(self._starts, sizes, tiers, strict=True)]
+        self._next_resets = [Window.containing(start, seconds).end
+                             for _, _, seconds in self._windows]
         self._active = np.zeros(sum(sizes), dtype=np.int64)
         self._step_index = 0
 
@@ -142,12 +146,10 @@ class UserPopulation:
 
     def _reset_finished_windows(self) -> None:
         """Counters start over when the quota service's window changes (epoch-aligned)."""
-        if self._step_index == 0:
-            return
         now = self._start + self._step_index * self._step_seconds
-        before = now - self._step_seconds
-        for first, size, seconds in self._windows:
-            if Window.containing(now, seconds).number != Window.containing(before, seconds).number:
+        for index, (first, size, seconds) in enumerate(self._windows):
+            if now >= self._next_resets[index]:
+                self._next_resets[index] = Window.containing(now, seconds).end
                 in_session = self._active[first:first + size].sum()
                 self._active[first:first + size] = 0
                 self._active[first] = in_session

@@ -1,28 +1,26 @@
 """The simulation loop: the same users, the same fleet, one strategy at a time.
 
-Time steps (the choice that keeps 24 hours x 1,000 GPUs x 3 strategies under 10 seconds on
-two cores): demand, queue and heat advance every ``physicsStepSeconds`` (30 s in the built-in
-scenario), and strategies decide every ``controlTickSeconds`` (60 s). The control tick is
-coarser than a real operator's ``intervalSeconds`` (5 s) because the meltguard strategy builds
-one :class:`~meltguard.core.observation.GpuSample` per allocated GPU and runs ``decide()`` over
-them: about 3 us to build a sample plus 1-2 us in ``decide()`` per GPU and tick, so 1,440
-ticks x 1,000 GPUs cost ~5-7 s at worst; it runs in its own process beside the two baselines
-(:mod:`meltguard.sim.compare`). Time-based rules of the policy (``sustainSeconds``,
-``graceSeconds``, tighten and relax intervals, HPA windows) are evaluated on the ticks, so they
-round up to whole ticks. Temperatures step exactly (exponential update) and queue waits are
-interpolated within a step, so the coarse physics step loses little accuracy.
+Time steps: demand, queues and heat advance every ``physicsStepSeconds`` (60 s in the built-in
+scenarios: a GPU's temperature settles within seconds), and strategies decide every
+``controlTickSeconds`` (60 s). The control tick is coarser than a real operator's
+``intervalSeconds`` (5 s) because the meltguard strategy builds one
+:class:`~meltguard.core.observation.GpuSample` per allocated GPU and runs ``decide()`` over
+them, the costliest part of a run (``bench/simulate.py`` measures it); it runs in its own
+process beside the two baselines (:mod:`meltguard.sim.compare`). Time-based rules of the policy
+(``sustainSeconds``, ``graceSeconds``, tighten and relax intervals, HPA windows) are evaluated
+on the ticks, so they round up to whole ticks. Temperatures step exactly (exponential update)
+and queue waits are placed within a step, so the coarse physics step loses little.
 
-Figures (all strategies measured the same way):
+The day starts warm (:mod:`meltguard.sim.warmup`). Figures (all strategies measured alike):
 
 * served, refused, failed images per tier; ``shed`` = refused below the tier's baseline
   limit, i.e. only because the limit was tightened;
 * ``outOfOrderSheds``: shed requests of a tier while an earlier tier (shed first) was still
   above its floor, i.e. a violation of the shed order;
-* melting minutes (see :mod:`meltguard.sim.fleet`), p95 queue wait, GPU-hours held;
-* ``optimumShare``: served / sum over steps of min(demand, safe capacity), where demand is
-  what users ask within the baseline limits (a run of the same users with baseline limits and
-  unbounded capacity) and safe capacity is what all GPUs the Deployment could get
-  (``min(gpuSupply, maxReplicas x gpusPerReplica)``) serve at the policy's target utilization.
+* the share of admitted requests answered within the scenario's ``latencySloSeconds``;
+* melting GPU-minutes (thermally throttled or at or above slowdown, see
+  :mod:`meltguard.sim.fleet`), GPU-hours held;
+* ``optimumShare``: served over the best possible (:mod:`meltguard.sim.yardstick`).
 """
 
 from __future__ import annotations
@@ -33,11 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from meltguard.api.models import ImageQuotaPolicy, PolicySpec, TierSpec
-from meltguard.sim.demand import UNLIMITED, UserPopulation, limits_array
-from meltguard.sim.fleet import SimulatedFleet
+from meltguard.api.models import ImageQuotaPolicy, TierSpec
+from meltguard.sim.demand import UNLIMITED, QuotaOutcome, draw_session_arrivals, limits_array
+from meltguard.sim.fleet import SimulatedFleet, StepOutcome
 from meltguard.sim.scenario import Scenario
 from meltguard.sim.strategies import Control, Strategy
+from meltguard.sim.thermal import CoolingPlan
+from meltguard.sim.warmup import WarmStart, warm_start, warm_up_steps
 
 #: 2025-03-26T00:00:00Z, the day the surge began (seconds since the epoch).
 SIMULATION_START = 1_742_947_200.0
@@ -49,14 +49,17 @@ Progress = Callable[[int], None]
 #: Names of the per-tick time series, in the order they are recorded.
 SERIES_NAMES = (
     "hour", "demandPerSecond", "servedPerSecond", "refusedPerSecond", "failedPerSecond",
-    "capacityPerSecond", "replicas", "desiredReplicas", "pendingReplicas",
-    "meanTemperatureCelsius", "maxTemperatureCelsius", "meltingFraction", "firstTierLimit",
+    "capacityPerSecond", "replicas", "desiredReplicas", "pendingReplicas", "meanUtilization",
+    "meanTemperatureCelsius", "maxTemperatureCelsius", "meltingGpus", "firstTierLimit",
 )
 
 
 @dataclass
 class StrategyRun:
-    """Totals and time series of one strategy over the scenario."""
+    """Totals and time series of one strategy over the scenario.
+
+    ``admitted`` holds the requests let in, step by step (all tiers): the yardstick's demand.
+    """
 
     name: str
     tiers: list[str]
@@ -64,13 +67,21 @@ class StrategyRun:
     refused: IntArray
     shed: IntArray
     failed: FloatArray
+    admitted: IntArray
+    answered_within_slo: float = 0.0
     out_of_order_sheds: int = 0
-    melting_minutes: float = 0.0
-    p95_wait_seconds: float = 0.0
+    melting_gpu_minutes: float = 0.0
     gpu_hours: float = 0.0
     optimum_share: float = 0.0
+    kept_baseline_limits: bool = True
     series: dict[str, list[float | None]] = field(default_factory=dict)
     phases: list[str | None] = field(default_factory=list)
+
+    @property
+    def slo_share(self) -> float:
+        """Share of the admitted requests answered within the latency SLO (1 with none)."""
+        total = float(self.admitted.sum())
+        return self.answered_within_slo / total if total > 0 else 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,34 +92,27 @@ class SharedInputs:
     policy: ImageQuotaPolicy
     arrivals: IntArray
     seed: int
+    warm: WarmStart
 
     @property
     def tiers(self) -> list[TierSpec]:
         """The policy's tiers in shed order."""
         return list(self.policy.spec.quotas.tiers)
 
-
-def safe_capacity_per_second(scenario: Scenario, spec: PolicySpec) -> float:
-    """Images per second all GPUs the Deployment can get serve at the target utilization."""
-    gpus = min(scenario.fleet.gpu_supply, spec.max_replicas * scenario.fleet.gpus_per_replica)
-    full_speed = gpus / scenario.fleet.gpu_seconds_per_image
-    return full_speed * spec.scaling.target_utilization_percent / 100
+    def cooling_plan(self) -> CoolingPlan:
+        """The fleet's GPUs and their profiles over the day (the same for every strategy)."""
+        return CoolingPlan.of_scenario(self.scenario, seed=self.seed + 2,
+                                       start=SIMULATION_START)
 
 
-def baseline_demand(inputs: SharedInputs) -> IntArray:
-    """Images users ask for in each step within the baseline limits (all tiers together)."""
-    population = UserPopulation(inputs.scenario, inputs.tiers, inputs.seed + 1,
-                                SIMULATION_START)
-    limits = limits_array(inputs.tiers, {})
-    return np.array([population.step(row, limits).admitted.sum() for row in inputs.arrivals])
-
-
-def optimum_images(inputs: SharedInputs) -> float:
-    """The safe-capacity optimum: sum over steps of min(demand, safe capacity)."""
-    demand = baseline_demand(inputs)
-    per_step = safe_capacity_per_second(inputs.scenario, inputs.policy.spec) \
-        * inputs.scenario.timing.physics_step_seconds
-    return float(np.minimum(demand, per_step).sum())
+def shared_inputs(scenario: Scenario, policy: ImageQuotaPolicy, seed: int) -> SharedInputs:
+    """Draw the users of ``seed`` (warm-up included) and warm the day's start."""
+    tiers = [tier.name for tier in policy.spec.quotas.tiers]
+    warm_steps = warm_up_steps(scenario)
+    arrivals = draw_session_arrivals(scenario, tiers, seed, warm_up_steps=warm_steps)
+    warm = warm_start(scenario, policy.spec, arrivals[:warm_steps], seed=seed + 1,
+                      start=SIMULATION_START)
+    return SharedInputs(scenario, policy, arrivals[warm_steps:], seed, warm)
 
 
 class _Recorder:
@@ -120,23 +124,29 @@ class _Recorder:
             name=name, tiers=[t.name for t in inputs.tiers],
             served=np.zeros(tiers), refused=np.zeros(tiers, dtype=np.int64),
             shed=np.zeros(tiers, dtype=np.int64), failed=np.zeros(tiers),
+            admitted=np.zeros(len(inputs.arrivals), dtype=np.int64),
             series={key: [] for key in SERIES_NAMES},
         )
         self._tiers = inputs.tiers
+        self._baseline = limits_array(inputs.tiers, {})
         self._step = inputs.scenario.timing.physics_step_seconds
         self._tick = _TickSums()
 
-    def step(self, limits: IntArray, admitted: IntArray, refused: IntArray,
-             shed: IntArray, served: FloatArray, failed: FloatArray, melting: bool) -> None:
+    def step(self, index: int, limits: IntArray, quota: QuotaOutcome, outcome: StepOutcome,
+             melting_gpus: int) -> None:
         run = self.run
-        run.served += served
-        run.refused += refused
-        run.shed += shed
-        run.failed += failed
-        run.out_of_order_sheds += self._out_of_order(limits, shed)
-        if melting:
-            run.melting_minutes += self._step / 60
-        self._tick.add(admitted.sum() + refused.sum(), served.sum(), refused.sum(), failed.sum())
+        run.served += outcome.served
+        run.refused += quota.refused
+        run.shed += quota.shed
+        run.failed += outcome.failed
+        run.out_of_order_sheds += self._out_of_order(limits, quota.shed)
+        run.melting_gpu_minutes += melting_gpus * self._step / 60
+        if run.kept_baseline_limits and not np.array_equal(limits, self._baseline):
+            run.kept_baseline_limits = False
+        admitted, refused = int(quota.admitted.sum()), int(quota.refused.sum())
+        run.admitted[index] = admitted
+        self._tick.add(admitted + refused, float(outcome.served.sum()), refused,
+                       float(outcome.failed.sum()))
 
     def _out_of_order(self, limits: IntArray, shed: IntArray) -> int:
         count = 0
@@ -155,25 +165,28 @@ class _Recorder:
         series["hour"].append(round((now - SIMULATION_START) / 3600, 4))
         for key, total in zip(("demandPerSecond", "servedPerSecond", "refusedPerSecond",
                                "failedPerSecond"), self._tick.totals(), strict=True):
-            series[key].append(round(total / seconds, 3))
+            series[key].append(round(float(total) / seconds, 3))
         temperatures = fleet.allocated_temperatures()
-        hottest = round(float(temperatures.max()), 2) if temperatures.size else None
-        mean = round(float(temperatures.mean()), 2) if temperatures.size else None
+        held = temperatures.size
+        hottest = round(float(temperatures.max()), 2) if held else None
+        mean = round(float(temperatures.sum()) / held, 2) if held else None
         series["capacityPerSecond"].append(round(fleet.capacity_per_second(), 3))
         series["replicas"].append(len(fleet.replicas))
         series["desiredReplicas"].append(fleet.desired)
         series["pendingReplicas"].append(fleet.pending)
+        series["meanUtilization"].append(round(fleet.mean_utilization(), 4))
         series["meanTemperatureCelsius"].append(mean)
         series["maxTemperatureCelsius"].append(hottest)
-        series["meltingFraction"].append(round(fleet.melting_fraction, 4))
+        series["meltingGpus"].append(fleet.melting_gpus)
         series["firstTierLimit"].append(None if limits[0] == UNLIMITED else float(limits[0]))
         self.run.phases.append(control.phase)
         self._tick = _TickSums()
 
     def finish(self, fleet: SimulatedFleet, gpu_seconds: float) -> StrategyRun:
-        self.run.p95_wait_seconds = fleet.waits.percentile(0.95)
-        self.run.gpu_hours = gpu_seconds / 3600
-        return self.run
+        run = self.run
+        run.answered_within_slo = fleet.queues.answered_within_slo
+        run.gpu_hours = gpu_seconds / 3600
+        return run
 
 
 @dataclass
@@ -195,15 +208,25 @@ class _TickSums:
         return self.demand, self.served, self.refused, self.failed
 
 
+def warm_fleet(inputs: SharedInputs) -> SimulatedFleet:
+    """The fleet at 00:00: the warm start's replicas serving the normal night's load."""
+    scenario = inputs.scenario
+    fleet = SimulatedFleet(scenario.fleet, inputs.cooling_plan(), tier_count=len(inputs.tiers),
+                           step_seconds=scenario.timing.physics_step_seconds,
+                           initial_replicas=inputs.warm.replicas,
+                           slo_seconds=scenario.latency_slo_seconds)
+    fleet.settle(inputs.warm.images_per_second)
+    return fleet
+
+
 def run_strategy(inputs: SharedInputs, strategy: Strategy, progress: Progress | None = None
                  ) -> StrategyRun:
     """Play the scenario's users against one strategy; returns its figures."""
     scenario = inputs.scenario
     step = scenario.timing.physics_step_seconds
     steps_per_tick = scenario.timing.control_tick_seconds // step
-    population = UserPopulation(scenario, inputs.tiers, inputs.seed + 1, SIMULATION_START)
-    fleet = SimulatedFleet(scenario.fleet, inputs.policy.spec.melt, len(inputs.tiers), step,
-                           inputs.seed + 2)
+    population = inputs.warm.fresh_population()
+    fleet = warm_fleet(inputs)
     recorder = _Recorder(inputs, strategy.name)
     control = Control(fleet.desired, {t.name: t.limit for t in inputs.tiers})
     limits = limits_array(inputs.tiers, control.limits)
@@ -221,8 +244,7 @@ def run_strategy(inputs: SharedInputs, strategy: Strategy, progress: Progress | 
         quota = population.step(arrivals, limits)
         outcome = fleet.step(now, quota.admitted)
         gpu_seconds += fleet.allocated_gpus * step
-        recorder.step(limits, quota.admitted, quota.refused, quota.shed,
-                      outcome.served, outcome.failed, fleet.fleet_melting)
+        recorder.step(index, limits, quota, outcome, fleet.melting_gpus)
     recorder.tick(SIMULATION_START + len(inputs.arrivals) * step, fleet, control, limits)
     if progress:
         progress(steps_per_tick)

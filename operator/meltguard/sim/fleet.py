@@ -1,46 +1,52 @@
-"""The simulated GPU fleet: replicas, a FIFO request queue, and first-order heating.
+"""The simulated GPU fleet: replicas, a queue per GPU, power and heat per GPU.
 
-Model (seconds, images, degrees Celsius):
+Model (seconds, images, watts, degrees Celsius):
 
 * The cluster can give the Deployment at most ``gpuSupply`` GPUs (a hard cap: no GPU, no pod).
   A replica takes ``gpusPerReplica`` free GPUs when it is created, loads its model for
   ``startupSeconds`` (GPU held, idle, not serving), then serves. Replicas the cluster cannot
-  place are Pending. Scaling down removes loading replicas first, then the newest.
-* A serving GPU makes one image per ``gpuSecondsPerImage`` seconds, half as fast while it
-  throttles. Admitted requests wait in one FIFO queue (the load balancer spreads work evenly);
-  a request still queued ``requestTimeoutSeconds`` after it arrived fails (the client gave up:
-  the errors users met). Queue wait is measured from a request's arrival to its start.
-* Utilization of every serving GPU is the busy share of the step: 1 while a backlog remains,
-  else work done / work possible. Loading and unallocated GPUs are idle (0).
-* Temperature moves toward a steady state with time constant ``timeConstantSeconds``:
-  ``T += (T_ss - T) * (1 - exp(-step / tau))`` (exact for a load held over the step), where
-  ``T_ss = idle + (fullLoad - idle) * heat + offset``, ``heat`` is the utilization (times
-  ``throttledHeatShare`` while throttling, as clocks drop), and ``offset`` a fixed per-GPU
-  cooling difference drawn once (normal, ``spreadCelsius``). A GPU throttles from
-  ``slowdownCelsius`` on until it cools ``hysteresisCelsius`` below it.
-* Melting, for the report, is judged on these physical temperatures with the policy's own
-  numbers: a GPU melts once it has been at or above ``melt.temperatureCelsius`` (or
-  throttling) for longer than ``melt.sustainSeconds``; the fleet melts while at least
-  ``melt.fleetFraction`` of its allocated GPUs melt.
+  place are Pending. Scaling down removes loading replicas first, then the newest; requests
+  queued at a removed replica fail.
+* Admitted requests wait at the GPUs (:mod:`meltguard.sim.queues`): spread evenly over the
+  serving GPUs, served oldest first, failed once they have waited about
+  ``requestTimeoutSeconds``; with no GPU serving they fail at once (no endpoint). A GPU makes
+  one image per ``gpuSecondsPerImage`` at full clocks.
+* Power and heat follow each GPU's profile (:mod:`meltguard.sim.thermal`); a GPU about to pass
+  its slowdown threshold slows its clocks and serves less, and is then *thermally throttled*.
+* Utilization, as NVML counts it, is the share of the step a GPU was busy: the work it did
+  over the clocks it ran at (1 for a throttled GPU with requests left).
+* A GPU *melts* while it is thermally throttled or at or above its slowdown threshold; the
+  power cap at full load is normal and is not melting.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
 
-from meltguard.api.models import MeltSpec
 from meltguard.core.observation import GpuSample
+from meltguard.sim.queues import GpuQueues
 from meltguard.sim.scenario import Fleet as FleetSpec
+from meltguard.sim.thermal import CoolingPlan
 
 FloatArray = npt.NDArray[np.float64]
 GIB = float(1 << 30)
-THROTTLED = frozenset({"sw_thermal"})
+THERMALLY_THROTTLED = frozenset({"sw_thermal"})
+POWER_CAPPED = frozenset({"sw_power_cap"})
 NOT_THROTTLED: frozenset[str] = frozenset()
+#: A sample reports ``sw_power_cap`` when its GPU was busy at least this share of the step:
+#: the cap holds whenever kernels run, and a reading then more likely lands in one than not.
+POWER_CAP_SEEN_FROM_UTILIZATION = 0.5
+
+_new_sample = partial(tuple.__new__, GpuSample)
+#: throttle reasons of a sample by code: 0 none, 1 power cap, 2 thermal slowdown
+_REASONS_BY_CODE = np.array([NOT_THROTTLED, POWER_CAPPED, THERMALLY_THROTTLED], dtype=object)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,63 +63,49 @@ class _Replica:
     gpus: list[int]
 
 
-@dataclass(slots=True)
-class _Cohort:
-    arrived_step: int
-    waiting: FloatArray
-
-
-class WaitHistogram:
-    """Queue waits in whole seconds, weighted by images, for percentiles."""
-
-    def __init__(self, longest_seconds: float) -> None:
-        self.counts = np.zeros(int(longest_seconds) + 2)
-
-    def add(self, wait_seconds: float, images: float) -> None:
-        """Record ``images`` that waited ``wait_seconds``."""
-        index = min(int(wait_seconds), len(self.counts) - 1)
-        self.counts[index] += images
-
-    def percentile(self, share: float) -> float:
-        """The wait (seconds) that ``share`` of the images did not exceed; 0 when empty."""
-        total = self.counts.sum()
-        if total <= 0:
-            return 0.0
-        return float(np.searchsorted(np.cumsum(self.counts), share * total))
-
-
 class SimulatedFleet:
-    """GPUs, replicas and the queue in front of them, advanced one physics step at a time."""
+    """GPUs, replicas and the queues in front of them, advanced one physics step at a time.
 
-    def __init__(self, spec: FleetSpec, melt: MeltSpec, tier_count: int, step_seconds: int,
-                 seed: int, pod_prefix: str = "imagegen-worker") -> None:
+    ``initial_replicas`` are placed already serving at the plan's start; answers within
+    ``slo_seconds`` are counted.
+    """
+
+    def __init__(self, spec: FleetSpec, plan: CoolingPlan, *, tier_count: int,
+                 step_seconds: int, initial_replicas: int, slo_seconds: float = 30,
+                 pod_prefix: str = "imagegen-worker") -> None:
         self.spec = spec
-        self._melt = melt
+        self._plan = plan
         self._step = step_seconds
         gpus = spec.gpu_supply
-        thermal = spec.thermal
-        self._offset = np.random.default_rng(seed).normal(0.0, thermal.spread_celsius, gpus)
-        self.temperature = thermal.idle_celsius + self._offset
+        self._full_speed = step_seconds / spec.gpu_seconds_per_image  # images a step at w=1
+        constants = plan.at(plan.start)
+        self.temperature = constants.steady_celsius(constants.idle_watts)
+        self._now = plan.start
         self.throttled = np.zeros(gpus, dtype=bool)
         self.utilization = np.zeros(gpus)
-        self._hot_seconds = np.zeros(gpus)
-        self._pods: list[str | None] = [None] * gpus
+        self.work = np.zeros(gpus)
+        self._max_work = np.ones(0)  # of the GPUs up to the last one held, in the last step
+        #: allocated GPUs thermally throttled or at or above their slowdown threshold
+        self.melting_gpus = 0
+        self._pods = np.full(gpus, None, dtype=object)
         self._allocated = np.zeros(gpus, dtype=bool)
         self._ready_at = np.full(gpus, np.inf)
         self._serving = np.zeros(gpus, dtype=bool)
-        self._cooling = 1 - math.exp(-step_seconds / thermal.time_constant_seconds)
-        self._uuids = [f"GPU-sim-{index:05d}" for index in range(gpus)]
-        self._nodes = [f"gpu-node-{index // spec.gpus_per_node:04d}" for index in range(gpus)]
+        self._uuids = np.array([f"GPU-sim-{index:05d}" for index in range(gpus)], dtype=object)
+        self._nodes = np.array([f"gpu-node-{index // spec.gpus_per_node:04d}"
+                                for index in range(gpus)], dtype=object)
         self._pod_prefix = pod_prefix
         self._next_pod = 0
         self.replicas: list[_Replica] = []
         self.desired = 0
-        self._queue: deque[_Cohort] = deque()
         self._tier_count = tier_count
-        self.waits = WaitHistogram(spec.request_timeout_seconds + step_seconds)
-        self.step_index = 0
-        self.melting_fraction = 0.0
-        self.scale_to(spec.initial_replicas, now=-spec.startup_seconds)
+        self._span = 0  # GPUs up to the last one held
+        self.queues = GpuQueues(gpus, tiers=tier_count, step_seconds=step_seconds,
+                                timeout_seconds=spec.request_timeout_seconds,
+                                slo_seconds=slo_seconds)
+        self._dropped: FloatArray | None = None  # requests of removed replicas, failing
+        self.scale_to(initial_replicas, now=plan.start - spec.startup_seconds)
+        self._serving = self._ready_at <= plan.start
 
     # -- replicas ---------------------------------------------------------------------
 
@@ -139,8 +131,8 @@ class SimulatedFleet:
             self._remove(self._victim_index())
         per_replica = self.spec.gpus_per_replica
         missing = desired - len(self.replicas)
-        if missing <= 0:
-            return
+        if missing <= 0 or len(self.replicas) * per_replica + per_replica > len(self._allocated):
+            return  # nothing to add, or no room for one more replica (pods stay Pending)
         free = np.flatnonzero(~self._allocated).tolist()
         placeable = min(missing, len(free) // per_replica)
         for first in range(0, placeable * per_replica, per_replica):
@@ -159,98 +151,109 @@ class SimulatedFleet:
         replica = _Replica(f"{self._pod_prefix}-{self._next_pod:05d}", gpus)
         self._next_pod += 1
         self.replicas.append(replica)
-        for index in gpus:
-            self._pods[index] = replica.pod
+        self._pods[gpus] = replica.pod
         self._allocated[gpus] = True
         self._ready_at[gpus] = ready_at
+        self._span = max(self._span, max(gpus) + 1)
 
     def _remove(self, index: int) -> None:
         replica = self.replicas.pop(index)
-        for index in replica.gpus:
-            self._pods[index] = None
+        self._pods[replica.gpus] = None
         self._allocated[replica.gpus] = False
         self._ready_at[replica.gpus] = np.inf
         self._serving[replica.gpus] = False
+        self.work[replica.gpus] = 0.0
+        self.utilization[replica.gpus] = 0.0
+        self.throttled[replica.gpus] = False
+        dropped = self.queues.drop(replica.gpus)
+        self._dropped = dropped if self._dropped is None else self._dropped + dropped
+        held = np.flatnonzero(self._allocated)
+        self._span = int(held[-1]) + 1 if held.size else 0
 
     # -- physics ----------------------------------------------------------------------
 
+    def settle(self, images_per_second: float) -> None:
+        """Put the serving GPUs in the steady state of ``images_per_second`` spread evenly
+        over them (the warm start: as if that load had lasted for a while)."""
+        servers = self.serving_gpus
+        if servers == 0:
+            return
+        constants = self._plan.at(self._plan.start)
+        share = images_per_second * self.spec.gpu_seconds_per_image / servers
+        steady_most = constants.max_work(self.temperature, math.inf)
+        self.work = np.where(self._serving, np.minimum(share, steady_most), 0.0)
+        self.utilization = self.work.copy()
+        self.temperature = constants.steady_celsius(constants.watts(self.work))
+
     def step(self, now: float, admitted: npt.NDArray[np.int64]) -> StepOutcome:
         """Serve, fail and heat for one physics step starting at ``now``."""
-        self._serving = self._ready_at <= now
-        speed = np.where(self.throttled, 0.5, 1.0) * (self._step / self.spec.gpu_seconds_per_image)
-        capacity = float(speed[self._serving].sum())
-        self._queue.append(_Cohort(self.step_index, admitted.astype(np.float64)))
-        served = self._serve(capacity)
-        failed = self._fail_timed_out()
-        busy = 1.0 if self._queue else (served.sum() / capacity if capacity > 0 else 0.0)
-        self.utilization = np.where(self._serving, busy, 0.0)
-        self._heat()
-        self.step_index += 1
+        thermal = self._plan.stepping(now, self._step)
+        self._now = now
+        span = self._span  # GPUs past the last one held have no pod and no queue
+        serving = self._ready_at[:span] <= now
+        self._serving[:span] = serving
+        failed = self.queues.admit(admitted, serving)
+        if self._dropped is not None:
+            failed = failed + self._dropped
+            self._dropped = None
+        self._max_work = thermal.max_work(self.temperature[:span])
+        capacity = self._max_work * serving * self._full_speed
+        clocks = self._slow_down_where_hot(capacity)
+        making = self.spec.gpu_seconds_per_image
+        served_by_gpu, served = self.queues.serve(
+            capacity, making if clocks is None else making / np.maximum(clocks, 1e-9))
+        failed = failed + self.queues.expire(span)
+        work = self.work[:span]
+        np.divide(served_by_gpu, self._full_speed, out=work)
+        self.utilization[:span] = work if clocks is None else np.minimum(1.0, work / clocks)
+        self.temperature = thermal.after(self.temperature, self.work)
+        self._count_melting(now)
         return StepOutcome(served=served, failed=failed)
 
-    def _serve(self, capacity: float) -> FloatArray:
-        served = np.zeros(self._tier_count)
-        done = 0.0
-        while self._queue and done < capacity:
-            cohort = self._queue[0]
-            waiting = float(cohort.waiting.sum())
-            chunk = min(waiting, capacity - done)
-            if chunk > 0:
-                position = (done + chunk / 2) / capacity
-                age_steps = self.step_index - cohort.arrived_step - 0.5 + position
-                self.waits.add(max(0.0, age_steps * self._step), chunk)
-                share = cohort.waiting * (chunk / waiting)
-                served += share
-                cohort.waiting = cohort.waiting - share
-            done += chunk
-            if chunk >= waiting:
-                self._queue.popleft()
-        return served
+    def _slow_down_where_hot(self, capacity: FloatArray) -> FloatArray | None:
+        """Mark the GPUs that get more work than their heat lets them do as throttled; their
+        clocks (work share while busy), or None when every GPU runs at full clocks."""
+        span = len(capacity)
+        throttled = self.throttled[:span]
+        limited = self._max_work < 1
+        if not limited.any():
+            throttled[:] = False
+            return None
+        np.greater(self.queues.wanted(span), capacity, out=throttled)
+        throttled &= limited
+        clocks: FloatArray = np.where(throttled, self._max_work, 1.0)
+        return clocks
 
-    def _fail_timed_out(self) -> FloatArray:
-        failed = np.zeros(self._tier_count)
-        timeout = self.spec.request_timeout_seconds
-        while self._queue and (self.step_index - self._queue[0].arrived_step + 0.5) \
-                * self._step > timeout:
-            cohort = self._queue.popleft()
-            failed += cohort.waiting
-            self.waits.add(timeout, float(cohort.waiting.sum()))
-        return failed
-
-    def _heat(self) -> None:
-        thermal = self.spec.thermal
-        heat = self.utilization * np.where(self.throttled, thermal.throttled_heat_share, 1.0)
-        steady = thermal.idle_celsius + (thermal.full_load_celsius - thermal.idle_celsius) * heat
-        self.temperature += (steady + self._offset - self.temperature) * self._cooling
-        still_hot = self.throttled & (self.temperature > thermal.slowdown_celsius
-                                      - thermal.hysteresis_celsius)
-        self.throttled = (self.temperature >= thermal.slowdown_celsius) | still_hot
-        hot = self._allocated & ((self.temperature >= self._melt.temperature_celsius)
-                                 | self.throttled)
-        self._hot_seconds = np.where(hot, self._hot_seconds + self._step, 0.0)
-        melting = int((self._hot_seconds > self._melt.sustain_seconds).sum())
-        allocated = self.allocated_gpus
-        self.melting_fraction = melting / allocated if allocated else 0.0
+    def _count_melting(self, now: float) -> None:
+        slowdown = self._plan.at(now).slowdown_celsius
+        hot = self.throttled | (self.temperature >= slowdown)
+        self.melting_gpus = int(np.count_nonzero(hot & self._allocated))
 
     @property
-    def fleet_melting(self) -> bool:
-        """Whether at least ``melt.fleetFraction`` of the allocated GPUs melt."""
-        return self.allocated_gpus > 0 and self.melting_fraction >= self._melt.fleet_fraction
+    def watts(self) -> FloatArray:
+        """Mean power of each GPU over the last step."""
+        return self._plan.at(self._now).watts(self.work)
 
     def capacity_per_second(self) -> float:
-        """Images per second the serving GPUs make at full speed (no throttling)."""
-        return self.serving_gpus / self.spec.gpu_seconds_per_image
+        """Images per second the serving GPUs could make in the last step (slowdown counted)."""
+        serving = self._serving[:len(self._max_work)]
+        return float(self._max_work[serving].sum()) / self.spec.gpu_seconds_per_image
 
     # -- telemetry --------------------------------------------------------------------
 
     def mean_utilization(self) -> float:
         """Mean utilization over the allocated GPUs, as the exporter would report them."""
-        allocated = self.allocated_gpus
-        return float(self.utilization[self._allocated].sum() / allocated) if allocated else 0.0
+        span = self._span
+        allocated = int(np.count_nonzero(self._allocated[:span]))
+        if not allocated:
+            return 0.0
+        # GPUs not held have utilization 0: the sum over the span is the sum over those held
+        return float(self.utilization[:span].sum()) / allocated
 
     def allocated_temperatures(self) -> FloatArray:
         """Temperatures of the GPUs held by replicas."""
-        return self.temperature[self._allocated]
+        span = self._span
+        return self.temperature[:span][self._allocated[:span]]
 
     def samples(self, now: float, namespace: str) -> tuple[GpuSample, ...]:
         """One NVML-like reading per allocated GPU, attributed to its pod.
@@ -258,22 +261,37 @@ class SimulatedFleet:
         Like NVML, utilization comes in whole percent and temperature in whole degrees.
         """
         spec = self.spec
-        total = spec.memory_total_gib * GIB
+        constants = self._plan.at(now)
         indices = np.flatnonzero(self._allocated)
         utilization = np.round(self.utilization[indices] * 100) / 100
         memory = (spec.model_memory_gib + spec.busy_memory_gib * utilization) * GIB
-        power_span = spec.power_limit_watts - spec.idle_power_watts
-        power = spec.idle_power_watts + power_span * utilization
-        temperature = np.round(self.temperature[indices])
-        slowdown = spec.thermal.slowdown_celsius
-        limit = spec.power_limit_watts
-        uuids, nodes, pods = self._uuids, self._nodes, self._pods
-        return tuple(
-            GpuSample(uuids[index], util, celsius, used, total, now, nodes[index], namespace,
-                      pods[index], slowdown, watts, limit,
-                      THROTTLED if throttled else NOT_THROTTLED)
-            for index, util, celsius, used, watts, throttled in zip(
-                indices.tolist(), utilization.tolist(), temperature.tolist(),
-                memory.tolist(), power.tolist(), self.throttled[indices].tolist(), strict=True
-            )
-        )
+        reasons = np.where(self.throttled[indices], 2,
+                           utilization >= POWER_CAP_SEEN_FROM_UTILIZATION)
+        columns: dict[str, Iterable[object]] = {
+            "uuid": self._uuids[indices].tolist(),
+            "utilization": utilization.tolist(),
+            "temperature_celsius": np.round(self.temperature[indices]).tolist(),
+            "memory_used_bytes": memory.tolist(),
+            "memory_total_bytes": repeat(spec.memory_total_gib * GIB),
+            "sampled_at": repeat(now),
+            "node": self._nodes[indices].tolist(),
+            "namespace": repeat(namespace),
+            "pod": self._pods[indices].tolist(),
+            "slowdown_temperature_celsius": constants.slowdown_celsius[indices].tolist(),
+            "power_watts": self.watts[indices].tolist(),
+            "power_limit_watts": constants.power_limit_watts[indices].tolist(),
+            "throttle_reasons": _REASONS_BY_CODE[reasons].tolist(),
+        }
+        return _samples(columns)
+
+
+def _samples(columns: dict[str, Iterable[object]]) -> tuple[GpuSample, ...]:
+    """GpuSamples from one column per field (a field without a column takes its default).
+
+    The tuples are zipped and made in C: a sample per GPU per tick is the simulator's
+    costliest loop otherwise.
+    """
+    defaults = GpuSample._field_defaults
+    ordered = [columns[name] if name in columns else repeat(defaults[name])
+               for name in GpuSample._fields]
+    return tuple(map(_new_sample, zip(*ordered, strict=False)))  # the defaults repeat

@@ -1,10 +1,16 @@
 """Scenario files: every number of a simulated day in one YAML document.
 
-A scenario names the fleet (GPU supply, speed, thermal behaviour, start-up time), the demand
-(users per tier over a normal day, and a surge on top), the simulation's time steps, the
-static cap of the ``static-cap`` baseline, and the ImageQuotaPolicy the ``meltguard``
-strategy runs (``--policy FILE`` replaces it). Built-in scenarios ship as files next to this
-module (``scenarios/<name>.yaml``); ``--scenario`` takes such a name or a path.
+A scenario names the fleet (GPU supply, speed, start-up time, which GPU profile its GPUs
+follow), the GPU profiles (power and heat as measured, or as assumed for a failure), cooling
+failures (some nodes switching profile for a while), the demand (users per tier over a normal
+day, and a surge on top), the latency the users expect, the simulation's time steps, the
+static cap of the ``static-cap`` baseline, and the ImageQuotaPolicy the ``meltguard`` strategy
+runs (``--policy FILE`` replaces it). Built-in scenarios ship as files next to this module
+(``scenarios/<name>.yaml``); ``--scenario`` takes such a name or a path.
+
+``extends: NAME`` starts from a built-in scenario and merges the file over it the way a JSON
+merge patch does (RFC 7386): mappings merge key by key, anything else replaces, ``null``
+deletes. Every built-in scenario but ``ghibli-surge`` is written that way.
 
 Errors name the field the way ``meltguard validate`` does (``fleet.gpuSupply: ...``,
 ``policy.spec.quotas.tiers[1].floor: ...``).
@@ -27,6 +33,8 @@ from meltguard.api.validation import FieldError, PolicyInvalid, field_errors, pa
 from meltguard.sim.errors import SimulationInputInvalid
 
 BUILT_IN_PACKAGE = "meltguard.sim.scenarios"
+#: The scenario ``meltguard simulate`` runs without ``--scenario``; the others extend it.
+DEFAULT_SCENARIO = "ghibli-surge"
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -41,7 +49,7 @@ class _Part(BaseModel):
 
 
 class Timing(_Part):
-    """Time steps: physics (demand, queue, heat) and control (strategies decide)."""
+    """Time steps: physics (demand, queues, heat) and control (strategies decide)."""
 
     physics_step_seconds: Annotated[int, Field(ge=1, le=600)] = 15
     control_tick_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
@@ -56,40 +64,80 @@ class Timing(_Part):
         return self
 
 
-class Thermal(_Part):
-    """First-order heating: temperature moves toward a steady state set by utilization."""
+class GpuProfile(_Part):
+    """How one kind of GPU, cooled one way, turns work into watts and watts into heat.
 
-    idle_celsius: Celsius = 35
-    full_load_celsius: Celsius = 89
-    spread_celsius: NonNegative = 2
-    time_constant_seconds: Positive = 180
-    slowdown_celsius: Celsius = 90
-    hysteresis_celsius: NonNegative = 3
-    throttled_heat_share: Annotated[float, Field(gt=0, le=1)] = 0.6
+    Two operating points fix a straight line from power to steady temperature (so a profile
+    reads like a measurement): ``idleWatts`` at ``idleCelsius`` and ``fullLoadWatts`` (the
+    draw at full load, already held under ``powerLimitWatts`` by the power cap) at
+    ``fullLoadCelsius``. The slope is the cooling's resistance (degrees per watt), the line's
+    value at 0 W its effective inlet temperature; the temperature follows the power with
+    ``timeConstantSeconds``. Where full load would settle above ``slowdownCelsius`` the GPU
+    slows its clocks to stay there (see :mod:`meltguard.sim.thermal`). ``source`` says where
+    the numbers come from: measured, fitted or assumed.
+    """
+
+    source: Annotated[str, Field(min_length=1)]
+    idle_watts: NonNegative
+    idle_celsius: Celsius
+    full_load_watts: Positive
+    full_load_celsius: Celsius
+    power_limit_watts: Positive
+    slowdown_celsius: Celsius
+    time_constant_seconds: Positive
+    spread_celsius: NonNegative = 0
 
     @model_validator(mode="after")
-    def _ordered(self) -> Thermal:
+    def _a_rising_line_under_the_cap(self) -> GpuProfile:
+        if self.full_load_watts <= self.idle_watts:
+            raise _rule("fullLoadWatts", "must be above idleWatts")
         if self.full_load_celsius <= self.idle_celsius:
             raise _rule("fullLoadCelsius", "must be above idleCelsius")
+        if self.full_load_watts > self.power_limit_watts:
+            raise _rule("fullLoadWatts", f"must not exceed powerLimitWatts"
+                                         f" ({self.power_limit_watts:g}): the cap holds it")
+        if self.slowdown_celsius <= self.idle_celsius:
+            raise _rule("slowdownCelsius", "must be above idleCelsius (an idle GPU would slow)")
+        return self
+
+
+class CoolingFailure(_Part):
+    """A share of the nodes follow another GPU profile from ``startHour`` to ``endHour``.
+
+    The nodes are spread evenly over the fleet (every fourth node for a share of 0.25), so
+    the share holds among the GPUs in use whatever the fleet's size.
+    """
+
+    profile: Annotated[str, Field(min_length=1)]
+    node_share: Annotated[float, Field(gt=0, le=1)]
+    start_hour: NonNegative
+    end_hour: Positive | None = None
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> CoolingFailure:
+        if self.end_hour is not None and self.end_hour <= self.start_hour:
+            raise _rule("endHour", f"must be after startHour ({self.start_hour:g})")
         return self
 
 
 class Fleet(_Part):
-    """The GPUs the inference Deployment can get and how fast they make images."""
+    """The GPUs the inference Deployment can get and how fast they make images.
+
+    ``initialReplicas`` left out (the usual case) starts the day warm: as many replicas as
+    the policy's target utilization asks for the normal day's demand at midnight.
+    """
 
     gpu_supply: Annotated[int, Field(ge=1, le=100_000)] = 1000
     gpus_per_replica: Annotated[int, Field(ge=1, le=16)] = 1
     gpus_per_node: Annotated[int, Field(ge=1, le=64)] = 8
-    initial_replicas: Annotated[int, Field(ge=0, le=100_000)] = 100
+    initial_replicas: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    gpu_profile: Annotated[str, Field(min_length=1)] = "h200"
     gpu_seconds_per_image: Positive = 6
     startup_seconds: NonNegative = 240
     request_timeout_seconds: Positive = 120
     memory_total_gib: Positive = 80
     model_memory_gib: NonNegative = 38
     busy_memory_gib: NonNegative = 24
-    idle_power_watts: NonNegative = 90
-    power_limit_watts: Positive = 700
-    thermal: Thermal = Field(default_factory=Thermal)
 
     @model_validator(mode="after")
     def _memory_fits(self) -> Fleet:
@@ -155,7 +203,7 @@ class Demand(_Part):
 
 
 class Scenario(_Part):
-    """One simulated day: fleet, demand, time steps, baselines and the default policy."""
+    """One simulated day: fleet, GPU profiles, demand, time steps, baselines and policy."""
 
     name: Annotated[str, Field(min_length=1, max_length=63)]
     description: str = ""
@@ -163,6 +211,9 @@ class Scenario(_Part):
     seed: Annotated[int, Field(ge=0)] = 0
     timing: Timing = Field(default_factory=Timing)
     fleet: Fleet = Field(default_factory=Fleet)
+    gpu_profiles: dict[str, GpuProfile] = Field(default_factory=dict)
+    cooling_failures: list[CoolingFailure] = Field(default_factory=list)
+    latency_slo_seconds: Positive = 30
     demand: Demand
     static_caps: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     policy: dict[str, Any]
@@ -173,6 +224,18 @@ class Scenario(_Part):
             raise _rule("durationHours", "must last at least one control tick")
         return self
 
+    @model_validator(mode="after")
+    def _profiles_known(self) -> Scenario:
+        known = ", ".join(sorted(self.gpu_profiles)) or "none"
+        if self.fleet.gpu_profile not in self.gpu_profiles:
+            raise _rule("fleet.gpuProfile", f"no profile {self.fleet.gpu_profile!r} in"
+                                            f" gpuProfiles (it has: {known})")
+        for index, failure in enumerate(self.cooling_failures):
+            if failure.profile not in self.gpu_profiles:
+                raise _rule(f"coolingFailures[{index}].profile",
+                            f"no profile {failure.profile!r} in gpuProfiles (it has: {known})")
+        return self
+
     @property
     def duration_seconds(self) -> int:
         """Simulated seconds, rounded down to whole control ticks."""
@@ -181,10 +244,11 @@ class Scenario(_Part):
 
 
 def built_in_names() -> list[str]:
-    """Names of the scenarios shipped with meltguard."""
+    """Names of the scenarios shipped with meltguard, the default first."""
     folder = resources.files(BUILT_IN_PACKAGE)
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
-                  if p.name.endswith(".yaml"))
+    names = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
+                   if p.name.endswith(".yaml"))
+    return sorted(names, key=lambda name: name != DEFAULT_SCENARIO)
 
 
 def read_yaml(path: Path, what: str) -> Any:
@@ -200,13 +264,17 @@ def read_yaml(path: Path, what: str) -> Any:
             from None
 
 
+def _built_in_path(name: str) -> Path:
+    return Path(str(resources.files(BUILT_IN_PACKAGE).joinpath(f"{name}.yaml")))
+
+
 def scenario_path(name_or_path: str) -> Path:
     """The file of a built-in scenario name, or ``name_or_path`` itself when it is a file."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         return candidate
     if name_or_path in built_in_names():
-        return Path(str(resources.files(BUILT_IN_PACKAGE).joinpath(f"{name_or_path}.yaml")))
+        return _built_in_path(name_or_path)
     known = ", ".join(built_in_names())
     raise SimulationInputInvalid(
         name_or_path,
@@ -215,10 +283,44 @@ def scenario_path(name_or_path: str) -> Path:
     )
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """``patch`` applied to ``target`` as an RFC 7386 JSON merge patch (neither is changed)."""
+    if not isinstance(patch, Mapping):
+        return patch
+    merged = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def resolve_extends(document: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """The document with its ``extends`` chain merged in (built-in scenarios only)."""
+    base_name = document.get("extends")
+    if base_name is None:
+        return document
+    known = built_in_names()
+    if not isinstance(base_name, str) or base_name not in known:
+        raise SimulationInputInvalid(source, [FieldError(
+            "extends", f"no built-in scenario {base_name!r} (built in: {', '.join(known)})")])
+    if "name" not in document:
+        raise SimulationInputInvalid(source, [FieldError(
+            "name", "a scenario that extends another must name itself")])
+    base = read_yaml(_built_in_path(base_name), base_name)
+    if not isinstance(base, Mapping):
+        raise SimulationInputInvalid(base_name, [FieldError("(object)", "must be a mapping")])
+    own = {key: value for key, value in document.items() if key != "extends"}
+    merged: Mapping[str, Any] = merge_patch(resolve_extends(base, base_name), own)
+    return merged
+
+
 def parse_scenario(document: Any, source: str) -> tuple[Scenario, ImageQuotaPolicy]:
     """A validated scenario and its policy; every problem is reported, each by its field."""
     if not isinstance(document, Mapping):
         raise SimulationInputInvalid(source, [FieldError("(object)", "must be a mapping")])
+    document = resolve_extends(document, source)
     errors: list[FieldError] = []
     scenario: Scenario | None = None
     try:
