@@ -7,6 +7,7 @@ operator and quota processes, which log in with whatever kubeconfig a test write
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -289,6 +290,17 @@ def start_gpu_fleet(cluster: Cluster, namespace: str, name: str, replicas: int, 
     return exporter
 
 
+def stop_gpu_fleet(cluster: Cluster, namespace: str, name: str, exporter: SimulatedExporter, *,
+                   exporter_namespace: str | None = None) -> None:
+    """Undo :func:`start_gpu_fleet`: the exporter stopped, the workload and the exporter pod
+    deleted, and their pods gone (so that their node's GPUs are free for the next test)."""
+    exporter.stop()
+    cluster.admin.delete(Deployment, name, namespace=namespace)
+    cluster.admin.delete(Pod, f"exporter-{name}", namespace=exporter_namespace or namespace)
+    eventually(lambda: not cluster.pods(namespace, {"app": name}), timeout=60,
+               what=f"the pods of {name} gone")
+
+
 
 # ---- the audit log as RBAC sees it -------------------------------------------------------
 
@@ -320,6 +332,15 @@ def refused(events: list[dict[str, Any]]) -> list[str]:
     return [f"{event['verb']} {'/'.join(api_verb(event)[:2])} "
             f"in {event['objectRef'].get('namespace', '(cluster)')}"
             for event in events if event.get("responseStatus", {}).get("code") == 403]
+
+
+#: An API refusal as a log line shows it: an HTTP 403 status, or Kubernetes' "forbidden".
+_REFUSAL = re.compile(r"HTTP/\S+ 403\b|\b403 Forbidden\b|\bforbidden\b", re.IGNORECASE)
+
+
+def refusals_logged(text: str) -> list[str]:
+    """The log lines that show an API call refused (never a timestamp's milliseconds)."""
+    return [line for line in text.splitlines() if _REFUSAL.search(line)]
 
 
 def remove_policies(cluster: Cluster, namespace: str) -> None:

@@ -31,7 +31,7 @@ def test_melting_scales_up_by_at_least_one_step_even_within_tolerance(spec: Poli
     assert [e.reason for e in decision.events] == ["MeltingStarted", "ScaledUp"]
 
 
-def test_no_scale_down_while_hot_stale_or_pending() -> None:
+def test_no_scale_down_while_hot_or_stale_but_pending_pods_block_none() -> None:
     spec = make_spec(scaling={"scaleDown": {"stabilizationSeconds": 0, "maxStepPercent": 50,
                                             "periodSeconds": 60}})
     cold = fleet(8, 8, util=0.1)
@@ -42,8 +42,8 @@ def test_no_scale_down_while_hot_stale_or_pending() -> None:
     stale = Observation((*cold.samples[:-1], fleet(1, 8, util=0.1, at=NOW - 60).samples[0]),
                         current_replicas=8)
     assert decide(spec, ControllerState(), stale, now=NOW).desired_replicas == 8
-    pending = fleet(8, 8, pending=1, util=0.1)
-    assert decide(spec, ControllerState(), pending, now=NOW).desired_replicas == 8
+    pending = decide(spec, ControllerState(), fleet(7, 8, pending=1, util=0.1), now=NOW)
+    assert (pending.desired_replicas, pending.scale_reason) == (4, "ScaleDownLimit")
 
 
 def test_no_new_replicas_on_top_of_pending_pods(spec: PolicySpec) -> None:

@@ -220,6 +220,8 @@ class ScalingSpec(Model):
 
     target_utilization_percent: Annotated[float, Field(gt=0, le=100)] = 70
     tolerance_percent: Percent = 10
+    #: how long pods may wait for GPUs before meltguard gives those replicas back
+    pending_grace_seconds: Seconds = 120
     behavior: HpaBehavior | None = None
     scale_up: ScalingRules | None = None
     scale_down: ScalingRules | None = None

@@ -69,6 +69,10 @@ class ControllerState(_Plain):
     last_scale_time: float | None = None
     limits: list[TierLimit] = Field(default_factory=list)
     last_quota_change_time: float | None = None
+    #: the most replicas the cluster has shown it can place (learnt from Pending pods)
+    placeable_replicas: int | None = Field(default=None, ge=0)
+    #: since when the target's pods have been waiting for GPUs without a break
+    pending_since: float | None = None
 
     @classmethod
     def initial(cls) -> ControllerState:

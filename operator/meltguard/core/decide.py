@@ -19,6 +19,13 @@ from meltguard.api.quotas import QuotaTier
 from meltguard.api.state import ControllerState, Recommendation
 from meltguard.api.vocabulary import CALM_PHASES, Phase
 from meltguard.core.observation import Observation
+from meltguard.core.placement import (
+    NO_GPU_CAPACITY,
+    Placement,
+    learn_placement,
+    release_pending,
+    within_ceiling,
+)
 from meltguard.core.quotas import QuotaChange, QuotaStep, any_tightened, step_quotas
 from meltguard.core.replicas import (
     WITHIN_RANGE,
@@ -98,8 +105,8 @@ def decide(
         now=now,
     )
     behavior = behavior_of(spec.scaling)
-    replicas, recommendations = _recommend_replicas(spec, state, observation, thermal=thermal,
-                                                    behavior=behavior, now=now)
+    replicas, recommendations, placement = _recommend_replicas(
+        spec, state, observation, thermal=thermal, behavior=behavior, now=now)
     current = observation.current_replicas
     policy_melting_since = _melting_since(state, thermal.phase, now)
     calm_since = (state.calm_since or now) if thermal.phase in CALM_PHASES else None
@@ -107,7 +114,7 @@ def decide(
         spec.quotas,
         remembered=state.limits,
         phase=thermal.phase,
-        scaling_cannot_help=_scaling_cannot_help(spec, observation,
+        scaling_cannot_help=_scaling_cannot_help(spec, placement,
                                                  melting_since=policy_melting_since, now=now),
         all_cooling=thermal.melting > 0 and thermal.cooling == thermal.melting,
         calm_since=calm_since,
@@ -131,6 +138,8 @@ def decide(
             "last_scale_time": now if scaled else state.last_scale_time,
             "limits": list(quota_step.limits),
             "last_quota_change_time": now if quota_step.change else state.last_quota_change_time,
+            "placeable_replicas": placement.ceiling,
+            "pending_since": placement.pending_since,
         }
     )
     tiers = _tier_quotas(spec, quota_step)
@@ -161,17 +170,18 @@ def _recommend_replicas(
     thermal: FleetThermal,
     behavior: Behavior,
     now: float,
-) -> tuple[Limited, list[Recommendation]]:
-    """HPA semantics plus meltguard's rules; returns the replicas and the new window memory."""
-    current, pending = observation.current_replicas, observation.pending_replicas
+) -> tuple[Limited, list[Recommendation], Placement]:
+    """HPA semantics plus meltguard's rules; returns the replicas, the new window memory and
+    what is known of the room for the target's pods."""
+    current = observation.current_replicas
     history = with_first_recommendation(state.recommendations, current=current, now=now)
     outside = bounds_first(current, min_replicas=spec.min_replicas,
                            max_replicas=spec.max_replicas)
-    if outside is not None:
-        return outside, history
-    if thermal.mean_utilization is None:
-        return Limited(current, "TelemetryUnavailable",
-                       "no fresh GPU sample: holding replicas"), history
+    if outside is not None or thermal.mean_utilization is None:
+        placement = _learn_placement(state, observation, wished=None, now=now)
+        held = outside or Limited(current, "TelemetryUnavailable",
+                                  "no fresh GPU sample: holding replicas")
+        return _released(spec, held, placement, now=now), history, placement
     scaling = spec.scaling
     recommended = usage_recommendation(
         current, utilization_percent=whole_percent(thermal.mean_utilization),
@@ -181,33 +191,51 @@ def _recommend_replicas(
     if thermal.phase == "Melting":
         recommended = max(recommended, current, scale_up_limit(
             current, events=state.scale_events, rules=behavior.scale_up, now=now))
+    placement = _learn_placement(state, observation, wished=recommended, now=now)
     proposal = stabilize(current, recommended=recommended, history=history, behavior=behavior,
                          now=now)
-    proposal = _meltguard_holds(proposal, current=current, pending=pending, thermal=thermal,
+    proposal = _meltguard_holds(proposal, current=current, pending=placement.pending,
+                                thermal=thermal,
                                 quotas_tightened=any_tightened(spec.quotas.tiers, state.limits))
-    limited = bound(current, proposal=proposal, events=state.scale_events, behavior=behavior,
+    limited = bound(current, proposal=within_ceiling(proposal, placement),
+                    events=state.scale_events, behavior=behavior,
                     min_replicas=spec.min_replicas, max_replicas=spec.max_replicas, now=now)
-    return limited, remember_recommendation(history, recommended=recommended, behavior=behavior,
-                                            now=now)
+    return (_released(spec, limited, placement, now=now),
+            remember_recommendation(history, recommended=recommended, behavior=behavior,
+                                    now=now),
+            placement)
+
+
+def _learn_placement(state: ControllerState, observation: Observation, *,
+                     wished: int | None, now: float) -> Placement:
+    return learn_placement(current=observation.current_replicas,
+                           pending=observation.pending_replicas, wished=wished,
+                           ceiling=state.placeable_replicas, pending_since=state.pending_since,
+                           now=now)
+
+
+def _released(spec: PolicySpec, limited: Limited, placement: Placement, *,
+              now: float) -> Limited:
+    return release_pending(limited, placement, grace_seconds=spec.scaling.pending_grace_seconds,
+                           min_replicas=spec.min_replicas, now=now)
 
 
 def _meltguard_holds(proposal: Limited, *, current: int, pending: int,
                      thermal: FleetThermal, quotas_tightened: bool) -> Limited:
-    """No scale-down while anything is hot, stale or pending, or while users are still being
-    refused by tightened quotas (capacity goes back only after the quotas did); no scale-up
-    over Pending pods."""
+    """No scale-down while anything is hot or stale, or while users are still being refused by
+    tightened quotas (capacity goes back only after the quotas did); no scale-up over Pending
+    pods. Pods the cluster cannot place block no scale-down: they serve nothing."""
     if proposal.replicas < current:
         blockers = [
             f"{thermal.hot} GPUs hot" if thermal.hot else "",
             f"{thermal.stale} GPU samples stale" if thermal.stale else "",
-            f"{pending} pods pending" if pending else "",
             "quotas are tightened" if quotas_tightened else "",
         ]
         why = ", ".join(b for b in blockers if b)
         if why:
             return Limited(current, "ScaleDownBlocked", f"not scaling down while {why}")
     if proposal.replicas > current and pending:
-        return Limited(current, "NoGPUCapacity",
+        return Limited(current, NO_GPU_CAPACITY,
                        f"{pending} pods are Pending for lack of GPUs: adding no more replicas")
     return proposal
 
@@ -221,12 +249,14 @@ def _melting_since(state: ControllerState, phase: Phase, now: float) -> float | 
     return None
 
 
-def _scaling_cannot_help(spec: PolicySpec, observation: Observation, *,
+def _scaling_cannot_help(spec: PolicySpec, placement: Placement, *,
                          melting_since: float | None, now: float) -> bool:
-    """At max, no GPU for new pods, or melting past the grace period despite scaling."""
+    """At max, no GPU for new pods (some Pending, or more wished than the cluster can place),
+    or melting past the grace period despite scaling."""
     return (
-        observation.current_replicas >= spec.max_replicas
-        or observation.pending_replicas > 0
+        placement.current >= spec.max_replicas
+        or placement.pending > 0
+        or placement.ceiling is not None
         or (melting_since is not None and now - melting_since >= spec.quotas.tighten.grace_seconds)
     )
 
