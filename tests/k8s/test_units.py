@@ -17,6 +17,7 @@ from meltguard.core.decide import decide
 from meltguard.core.observation import GpuSample, Observation
 from meltguard.k8s.act import (
     configmap_name,
+    envoy_domain,
     merge_patch_between,
     publishes_the_same,
     quota_configmap,
@@ -85,7 +86,7 @@ def test_merge_patch_between_is_empty_when_nothing_changed() -> None:
 
 def test_quota_configmap_has_both_keys_label_and_owner() -> None:
     decision = melting_decision()
-    document = quota_document(POLICY, decision, NOW)
+    document = quota_document(POLICY, decision, NOW, envoy_domain("imagegen", SPEC))
     body = quota_configmap(POLICY, SPEC, document)
     assert body["metadata"]["name"] == configmap_name("imagegen", SPEC) == "imagegen-quotas"
     assert body["metadata"]["labels"] == {"meltguard.io/quotas": "true"}
@@ -96,7 +97,7 @@ def test_quota_configmap_has_both_keys_label_and_owner() -> None:
     assert [tier["name"] for tier in quotas["tiers"]] == ["free", "plus", "pro"]
     assert quotas["tiers"][2] == {"name": "pro", "unlimited": True}
     envoy = yaml.safe_load(body["data"]["config.yaml"])
-    assert envoy["domain"] == "imagegen"
+    assert envoy["domain"] == quotas["envoyDomain"] == "imagegen"
     assert [d["value"] for d in envoy["descriptors"]] == ["free", "plus", "pro"]
 
 

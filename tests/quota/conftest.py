@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import pytest
@@ -89,10 +89,12 @@ class RedisServer:
     port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         assert REDIS_SERVER is not None
@@ -113,11 +115,12 @@ class RedisServer:
                 "",
                 "--daemonize",
                 "no",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -151,8 +154,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.kill()
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, free to kill or stall (SIGKILL ends a stopped one)."""
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
 def launch_quota_server(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, log: IO[bytes] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``meltguard quota-server ARGS`` on a free 127.0.0.1 port; return it once it answers."""
     port = free_port()
@@ -166,9 +178,12 @@ def launch_quota_server(
             str(port),
             "--log-level",
             "WARNING",
+            "--grpc-port",  # off unless ARGS ask for it: 8081 may be taken on a shared machine
+            "0",
             *args,
         ],
         env=env,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -204,9 +219,17 @@ async def start_quota_server(
     clock: FakeClock,
     on_store_error: OnStoreError = "open",
     limits: str | None = None,
+    fail_open_seconds: float = 300.0,
 ) -> QuotaServer:
     registry = LimitsRegistry()
-    service = QuotaService(registry, store, QuotaMetrics(), on_store_error, clock)
+    service = QuotaService(
+        registry,
+        store,
+        QuotaMetrics(),
+        on_store_error,
+        clock,
+        fail_open_seconds=fail_open_seconds,
+    )
     runner = web.AppRunner(create_app(service), access_log=None)
     await runner.setup()
     port = free_port()
@@ -221,7 +244,9 @@ def make_store(kind: str, redis_server: RedisServer | None) -> QuotaStore:
         return MemoryStore()
     assert redis_server is not None
     redis_server.flush()
-    return RedisStore(redis_server.url)
+    # a whole decision is bounded by the timeout, queueing included: leave room for 1,000
+    # concurrent requests on a busy test machine
+    return RedisStore(redis_server.url, timeout_seconds=5)
 
 
 STORES = [pytest.param("memory"), pytest.param("redis", marks=needs_redis)]

@@ -110,6 +110,20 @@ CASES = [
         path=f"/v1/quota?policy={POLICY}&tier=free&subject=a%0Ab",
     ),
     Case("unknown path", 404, "path", method="GET", path="/v1/consumed"),
+    Case("cost given twice", 400, "cost", body()[:-1] + b', "cost": 1, "cost": 3}'),
+    Case(
+        "subject given twice, once escaped",
+        400,
+        "subject",
+        body()[:-1] + b', "subj\\u0065ct": "x"}',
+    ),
+    Case(
+        "refund with requestId twice",
+        400,
+        "requestId",
+        body()[:-1] + b', "requestId": "r-2"}',
+        path="/v1/refund",
+    ),
 ]
 
 

@@ -40,6 +40,10 @@ def test_help_lists_every_flag() -> None:
         "--on-store-error",
         "--store-timeout",
         "--reload-interval",
+        "--read-timeout",
+        "--max-connections",
+        "--max-request-ids",
+        "--fail-open-for",
     ):
         assert flag in result.stdout
 
@@ -51,6 +55,10 @@ def test_help_lists_every_flag() -> None:
         ([], "one of the arguments --limits --watch-configmaps is required"),
         (["--limits", "x", "--on-store-error", "maybe"], "invalid choice: 'maybe'"),
         (["--limits", "x", "--store", "mysql://db"], "--store must be 'memory' or a redis:// URL"),
+        (["--limits", "x", "--read-timeout", "0"], "--read-timeout must be positive, got 0"),
+        (["--limits", "x", "--max-connections", "-1"], "--max-connections must be positive"),
+        (["--limits", "x", "--max-request-ids", "0"], "--max-request-ids must be positive"),
+        (["--limits", "x", "--fail-open-for", "-5"], "--fail-open-for must be 0 or more"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_problem(args: list[str], message: str) -> None:

@@ -109,8 +109,45 @@ def test_a_folder_mounted_like_a_configmap_is_read_once_per_key_and_swaps(tmp_pa
 
     (other / "quotas.json").unlink()
     source.scan()
+    assert free_limit(registry, "batch/other") == 9  # a vanished key withdraws nothing
+    write(other / "quotas.json", "{}")
+    source.scan()
     with pytest.raises(UnknownQuota, match="batch/other"):
         registry.table.lookup("batch/other", "free")
+
+
+async def test_a_deleted_limits_file_keeps_its_limits_in_force_until_an_empty_document(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "quotas.json"
+    write(path, quotas_json(free=2))
+    server = await start_quota_server(MemoryStore(), clock)
+    server.registry.remove("test")
+    counts = Counts()
+    files = FileLimitsSource(path, server.registry, counts)
+    files.scan()
+    try:
+        async with aiohttp.ClientSession() as http:
+            path.unlink()
+            files.scan()
+            files.scan()
+            statuses = [(await consume(http, server.url))[0] for _ in range(3)]
+            assert statuses == [200, 200, 429]  # free=2 still enforced after the rm
+            gone = [r.message for r in caplog.records if "is gone" in r.message]
+            assert len(gone) == 1 and str(path) in gone[0], gone  # logged once, not per scan
+
+            write(path, quotas_json(free=3))
+            files.scan()
+            assert (await consume(http, server.url))[0] == 200  # the file is followed again
+
+            write(path, " { } ")
+            files.scan()
+            status, body, _ = await consume(http, server.url)
+            assert (status, body["field"]) == (404, "policy")
+            assert any("empty document" in r.message for r in caplog.records)
+            assert counts.results == ["ok", "ok", "ok"]
+    finally:
+        await server.close()
 
 
 def test_a_missing_path_is_waited_for(tmp_path: Path) -> None:

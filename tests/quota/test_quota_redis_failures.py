@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from pathlib import Path
 
 import aiohttp
@@ -70,17 +72,15 @@ async def test_a_running_server_reconnects_after_redis_restarts(
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
-async def test_unreachable_redis_follows_on_store_error_and_readyz_says_so(
+async def test_a_redis_that_never_answered_is_refused_in_both_modes_and_readyz_says_so(
     mode: OnStoreError, clock: FakeClock, http: aiohttp.ClientSession
 ) -> None:
     nobody = f"redis://127.0.0.1:{free_port()}/0"
     server = await start_quota_server(RedisStore(nobody, timeout_seconds=0.2), clock, mode)
     try:
         status, body, _ = await consume(http, server.url)
-        if mode == "open":
-            assert (status, body["allowed"], body["degraded"]) == (200, True, True)
-        else:
-            assert (status, body["allowed"], body["degraded"]) == (503, False, True)
+        # failing open is for an outage of a store that worked, never for a wrong host
+        assert (status, body["allowed"], body["degraded"]) == (503, False, True)
         assert "remaining" not in body
         unlimited = await consume(http, server.url, tier="pro")
         assert unlimited[0] == 200  # unlimited tiers never touch the store
@@ -92,8 +92,8 @@ async def test_unreachable_redis_follows_on_store_error_and_readyz_says_so(
             assert (await response.json())["field"] == "store"
         async with http.get(f"{server.url}/readyz") as response:
             readiness = await response.json()
-            assert response.status == (200 if mode == "open" else 503)
-        assert readiness["store"] == "unreachable"
+            assert response.status == 503
+        assert (readiness["store"], readiness["storeEverAnswered"]) == ("unreachable", False)
         assert readiness["onStoreError"] == mode
         assert "storeError" in readiness
         async with http.get(f"{server.url}/healthz") as response:
@@ -102,8 +102,9 @@ async def test_unreachable_redis_follows_on_store_error_and_readyz_says_so(
             text = await response.text()
         assert "meltguard_quota_store_up 0.0" in text
         assert f"meltguard_quota_fail_open {1.0 if mode == 'open' else 0.0}" in text
-        result = "fail_open" if mode == "open" else "fail_closed"
-        assert f'result="{result}"' in text
+        assert 'result="fail_closed"' in text
+        assert 'result="fail_open"' not in text
+        assert "meltguard_quota_failing_open 0.0" in text
         assert 'meltguard_quota_store_errors_total{operation="consume"} 1.0' in text
     finally:
         await server.close()
@@ -126,4 +127,37 @@ async def test_a_flushed_script_cache_is_reloaded_and_nothing_counts_twice(
         assert (await peek(http, server.url))["used"] == 1
         assert [(await peek(http, server.url, f"s{n}"))["used"] for n in range(20)] == [1] * 20
     finally:
+        await server.close()
+
+
+async def test_a_stalled_redis_is_answered_within_the_timeout_and_charges_nothing_later(
+    own_redis: RedisServer, clock: FakeClock, http: aiohttp.ClientSession
+) -> None:
+    redis_server = own_redis
+    assert redis_server.process is not None
+    timeout = 0.5
+    server = await start_quota_server(RedisStore(redis_server.url, timeout), clock, "closed")
+    try:
+        assert (await consume(http, server.url, tier="plus"))[0] == 200  # clock measured
+        redis_server.process.send_signal(signal.SIGSTOP)  # stalled, not gone
+
+        async def timed(n: int) -> tuple[int, float]:
+            started = time.perf_counter()
+            status, _, _ = await consume(http, server.url, tier="plus", requestId=f"r{n}")
+            return status, time.perf_counter() - started
+
+        results = await asyncio.gather(*(timed(n) for n in range(20)))
+        seconds = sorted(elapsed for _, elapsed in results)
+        print(f"--store-timeout {timeout}: p50 {seconds[10]:.3f} s, max {seconds[-1]:.3f} s")
+        assert [status for status, _ in results] == [503] * 20
+        assert seconds[-1] < timeout + 0.5  # before: p50 2.0 s, max 3.0 s with a 1 s timeout
+        redis_server.process.send_signal(signal.SIGCONT)  # Redis now runs what was queued
+        await asyncio.sleep(0.5)
+        assert (await peek(http, server.url, tier="plus"))["used"] == 1
+        reader = redis.Redis(port=redis_server.port, decode_responses=True)
+        records = reader.keys("meltguard:quota:v1:r:*")
+        reader.close()
+        assert records == []  # no request record either: a retry is a new decision
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
         await server.close()

@@ -108,6 +108,9 @@ class QuotaDocument(_Strict):
     phase: Phase = "Unknown"
     updated: datetime
     tiers: Annotated[list[QuotaTier], Field(min_length=1)]
+    #: the domain Envoy's rate limit requests name (``spec.quotas.publish.envoyDomain``);
+    #: absent from older documents, where the policy's name stands for it
+    envoy_domain: Annotated[str, Field(min_length=1, max_length=253)] | None = None
 
     @model_validator(mode="after")
     def _tier_names_unique(self) -> QuotaDocument:

@@ -53,13 +53,15 @@ def owner_reference(policy: Mapping[str, Any]) -> dict[str, Any]:
             "name": meta["name"], "uid": meta["uid"], "controller": True}
 
 
-def quota_document(policy: Mapping[str, Any], decision: Decision, now: float) -> QuotaDocument:
-    """``quotas.json`` for the limits in force after ``decision``."""
+def quota_document(policy: Mapping[str, Any], decision: Decision, now: float,
+                   domain: str | None = None) -> QuotaDocument:
+    """``quotas.json`` for the limits in force after ``decision``; ``domain`` is the policy's
+    Envoy domain (:func:`envoy_domain`), which the quota service's gRPC API answers for."""
     meta = policy["metadata"]
     return QuotaDocument(policy=f"{meta['namespace']}/{meta['name']}",
                          observed_generation=int(meta.get("generation") or 0),
                          phase=decision.phase, updated=datetime.fromtimestamp(now, UTC),
-                         tiers=list(decision.tiers))
+                         tiers=list(decision.tiers), envoy_domain=domain)
 
 
 def quota_configmap(policy: Mapping[str, Any], spec: PolicySpec,

@@ -24,6 +24,7 @@ from meltguard.api.state import ControllerState
 from meltguard.api.validation import PolicyInvalid, parse_spec
 from meltguard.core.decide import ConditionNote, Decision, EventNote, decide
 from meltguard.k8s.act import (
+    envoy_domain,
     patch_status,
     publish_quotas,
     quota_configmap,
@@ -218,7 +219,7 @@ class Tick:
                                name=spec.scale_target_ref.name,
                                replicas=decision.desired_replicas,
                                resource_version=target.resource_version)
-        document = quota_document(policy, decision, now)
+        document = quota_document(policy, decision, now, envoy_domain(self.name, spec))
         await publish_quotas(client, quota_configmap(policy, spec, document), document)
 
 

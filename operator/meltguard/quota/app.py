@@ -27,6 +27,7 @@ from meltguard.quota.requests import (
     PeekRequest,
     RefundRequest,
     bad_request_from,
+    refuse_duplicate_keys,
 )
 from meltguard.quota.service import QuotaAnswer, QuotaService
 from meltguard.quota.store import StoreUnavailable
@@ -34,11 +35,14 @@ from meltguard.quota.store import StoreUnavailable
 log = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("quota_service", QuotaService)
+READ_TIMEOUT_KEY = web.AppKey("read_timeout", float)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 #: Seconds a client should wait before retrying when the store is failing closed.
 STORE_RETRY_AFTER_SECONDS = 1
+#: Seconds a client has to send a request's headers, and then its body (--read-timeout).
+DEFAULT_READ_TIMEOUT_SECONDS = 10.0
 
 
 def json_answer(
@@ -82,6 +86,8 @@ async def answer_errors_as_json(request: web.Request, handler: Handler) -> web.S
         return await handler(request)
     except BadRequest as error:
         response = error_response(error.status, error.field, str(error))
+        if error.status == 408:  # the rest of the body may still come: do not wait for it
+            response.force_close()
     except UnknownQuota as error:
         response = error_response(404, error.field, str(error))
     except StoreUnavailable as error:
@@ -107,19 +113,33 @@ async def _read_raw_body(request: web.Request) -> bytes:
     common case, and measurably cheaper than aiohttp's chunk loop); a chunked body goes
     through ``request.read()``, which refuses more than ``client_max_size`` with 413."""
     length = request.content_length
+    timeout = request.app[READ_TIMEOUT_KEY]
     if length is None:
-        return await request.read()
+        return await _within(timeout, request.read())
     if length > MAX_BODY_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=length)
     content = request.content
     try:
         # usually the whole body came with the head: take it without a coroutine round
-        raw = content.read_nowait() if content.is_eof() else await content.readexactly(length)
+        if content.is_eof():
+            raw = content.read_nowait()
+        else:
+            raw = await _within(timeout, content.readexactly(length))
     except asyncio.IncompleteReadError:
         raw = b""
     if len(raw) != length:
         raise BadRequest("body", "body is shorter than its Content-Length")
     return raw
+
+
+async def _within(seconds: float, reading: Awaitable[bytes]) -> bytes:
+    """``reading``'s bytes, or a 408 :class:`BadRequest` after ``seconds`` (a client that
+    sends half a body must not hold a connection, nor the shutdown, forever)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await reading
+    except TimeoutError:
+        raise BadRequest("body", f"body not received within {seconds:g} s", status=408) from None
 
 
 async def read_body(request: web.Request, model: type[RequestModel]) -> RequestModel:
@@ -132,9 +152,11 @@ async def read_body(request: web.Request, model: type[RequestModel]) -> RequestM
         )
     raw = await _read_raw_body(request)
     try:
-        return model.model_validate_json(raw)
+        body = model.model_validate_json(raw)
     except ValidationError as error:
         raise bad_request_from(error) from None
+    refuse_duplicate_keys(raw, model)
+    return body
 
 
 def answer_body(answer: QuotaAnswer) -> dict[str, Any]:
@@ -214,9 +236,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 when limits are loaded and the store answers (or the service fails open)."""
+    """200 when limits are loaded and the store answers (or, for a while, fails open)."""
     readiness = await request.app[SERVICE_KEY].readiness()
-    body = {
+    body: dict[str, Any] = {
         "ready": readiness.ready,
         "limitsLoaded": readiness.limits_loaded,
         "store": "ok" if readiness.store_reachable else "unreachable",
@@ -224,6 +246,9 @@ async def readyz(request: web.Request) -> web.Response:
     }
     if readiness.store_error is not None:
         body["storeError"] = readiness.store_error
+        body["storeEverAnswered"] = readiness.store_ever_answered
+    if readiness.fail_open_seconds_left is not None:
+        body["failingOpenSecondsLeft"] = round(readiness.fail_open_seconds_left, 1)
     return json_answer(body, status=200 if readiness.ready else 503)
 
 
@@ -238,10 +263,13 @@ async def openapi(request: web.Request) -> web.Response:
     return json_answer(OPENAPI_DOCUMENT)
 
 
-def create_app(service: QuotaService) -> web.Application:
+def create_app(
+    service: QuotaService, *, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS
+) -> web.Application:
     """The aiohttp application serving ``service``; the caller owns the store's lifetime."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[answer_errors_as_json])
     app[SERVICE_KEY] = service
+    app[READ_TIMEOUT_KEY] = read_timeout
     app.router.add_post("/v1/consume", consume)
     app.router.add_post("/v1/refund", refund)
     app.router.add_get("/v1/quota", peek, allow_head=False)

@@ -10,6 +10,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=8081,
+        help="port of Envoy's rate limit API over gRPC (default 8081; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="gRPC: refuse (OVER_LIMIT) descriptors naming an unknown domain, policy or tier "
+        "instead of allowing them",
+    )
+    parser.add_argument(
         "--store",
         default="memory",
         help="'memory' (default, one replica) or redis://HOST:PORT/DB (shared, durable)",
@@ -31,6 +43,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("open", "closed"),
         default="open",
         help="when the store fails: allow requests (open, default) or refuse them (closed)",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="HTTP: time a client has to send a request's headers (or to stay idle between "
+        "requests), then as long again for its body (default 10)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="HTTP: connections open at once; a new one closes the least recently active "
+        "(default 1000)",
+    )
+    parser.add_argument(
+        "--max-request-ids",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="memory store: request ids remembered at most; past it the oldest is forgotten "
+        "(counted in meltguard_quota_request_ids_forgotten_total; default 200000)",
+    )
+    parser.add_argument(
+        "--fail-open-for",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --on-store-error open: allow requests for at most this long after the "
+        "store's last answer (a store that never answered is never failed open; default 300)",
     )
     parser.add_argument(
         "--store-timeout",
@@ -68,6 +112,12 @@ def run(args: argparse.Namespace) -> int:
         on_store_error=args.on_store_error,
         reload_interval=args.reload_interval,
         store_timeout=args.store_timeout,
+        fail_open_seconds=args.fail_open_for,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
+        max_request_ids=args.max_request_ids,
+        grpc_port=args.grpc_port,
+        strict=args.strict,
     )
     try:
         asyncio.run(serve(options))

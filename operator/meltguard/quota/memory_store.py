@@ -2,11 +2,15 @@
 
 Every operation runs to completion without awaiting, so on one event loop each is atomic.
 Expired counters and request records are dropped lazily, oldest first, on each write.
+Request records are capped (``max_requests``): past the cap the oldest is forgotten, and
+counted, so a flood of distinct request ids costs bounded memory instead of an OOM kill
+that would lose every counter. A refused request shares one record: it took nothing.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -50,15 +54,39 @@ class _Expiring(Generic[K, V]):
         while self._expiry and self._expiry[0][0] <= now:
             self.entries.pop(heapq.heappop(self._expiry)[2], None)
 
+    def drop_soonest(self) -> None:
+        """Forget the entry that expires first (each key is in the heap exactly once)."""
+        self.entries.pop(heapq.heappop(self._expiry)[2], None)
+
+
+#: What a refused request is remembered by: one shared record, since it took nothing.
+_REFUSED = _RequestRecord(allowed=False, cost=0, window=Window(1, 0))
+#: Request records kept at most by default (about 100 MiB at a few hundred bytes each).
+DEFAULT_MAX_REQUESTS = 200_000
+
 
 class MemoryStore:
-    """A :class:`~meltguard.quota.store.QuotaStore` held in dictionaries."""
+    """A :class:`~meltguard.quota.store.QuotaStore` held in dictionaries.
 
-    def __init__(self) -> None:
+    ``on_forget`` is called for each request record dropped at the ``max_requests`` cap
+    before its time (a retry of that request would count again).
+    """
+
+    def __init__(
+        self,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        on_forget: Callable[[], None] = lambda: None,
+    ) -> None:
         self._counter_table: _Expiring[_CounterKey, int] = _Expiring()
         self._request_table: _Expiring[_RequestKey, _RequestRecord] = _Expiring()
         self._counters = self._counter_table.entries
         self._requests = self._request_table.entries
+        self.max_requests = max_requests
+        self.on_forget = on_forget
+
+    def request_records(self) -> int:
+        """Request ids remembered now."""
+        return len(self._requests)
 
     def _drop_expired(self, now: float) -> None:
         self._counter_table.drop_expired(now)
@@ -77,7 +105,10 @@ class MemoryStore:
             used += take.cost
             self._counter_table.set(counter, used, take.window.end)
         if take.request_id is not None:
-            record = _RequestRecord(allowed, take.cost, take.window)
+            if len(self._requests) >= self.max_requests:
+                self._request_table.drop_soonest()
+                self.on_forget()
+            record = _RequestRecord(allowed, take.cost, take.window) if allowed else _REFUSED
             self._request_table.set((who, take.request_id), record, take.now + take.window.seconds)
         return ConsumeOutcome(allowed, used)
 

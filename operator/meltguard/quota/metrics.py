@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from meltguard.quota.memory_store import MemoryStore
+
 #: Latency buckets around the service's target (p99 <= 5 ms), in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -54,13 +56,41 @@ class QuotaMetrics:
         )
         self.store_up = Gauge(
             "meltguard_quota_store_up",
-            "1 when the last store operation succeeded, 0 while the store is failing.",
+            "1 when the last store operation succeeded, 0 while it fails or before it answered.",
             registry=self.registry,
         )
         self.fail_open = Gauge(
             "meltguard_quota_fail_open",
             "1 when the service allows requests while its store is failing "
             "(--on-store-error open), 0 when it refuses them.",
+            registry=self.registry,
+        )
+        self.failing_open = Gauge(
+            "meltguard_quota_failing_open",
+            "1 while the store fails and requests are allowed anyway (--on-store-error open, "
+            "for at most --fail-open-for after its last answer), else 0.",
+            registry=self.registry,
+        )
+        self.connections_open = Gauge(
+            "meltguard_quota_connections_open",
+            "HTTP connections open now (at most --max-connections).",
+            registry=self.registry,
+        )
+        self.connections_evicted = Counter(
+            "meltguard_quota_connections_evicted",
+            "HTTP connections closed to make room for a new one at --max-connections, "
+            "the least recently active first.",
+            registry=self.registry,
+        )
+        self.request_ids = Gauge(
+            "meltguard_quota_request_ids",
+            "Request ids the memory store remembers now (at most --max-request-ids).",
+            registry=self.registry,
+        )
+        self.request_ids_forgotten = Counter(
+            "meltguard_quota_request_ids_forgotten",
+            "Request ids the memory store forgot before their time to stay under "
+            "--max-request-ids (a retry of one would count again).",
             registry=self.registry,
         )
         self.limit = Gauge(
@@ -81,7 +111,13 @@ class QuotaMetrics:
             ["result"],
             registry=self.registry,
         )
-        self.store_up.set(1)
+        self.envoy_unmatched = Counter(
+            "meltguard_quota_envoy_unmatched",
+            "Envoy rate limit descriptors that named no published tier, by reason "
+            "(unknown-domain, unknown-policy, unknown-tier, malformed); OK unless --strict.",
+            ["reason"],
+            registry=self.registry,
+        )
         # labelled children by label values: labels() validates and locks on every call,
         # which costs more than the rest of a decision's bookkeeping
         self._decision_children: dict[tuple[str, str, str], Any] = {}
@@ -101,6 +137,13 @@ class QuotaMetrics:
         if child is None:
             child = self._latency_children[endpoint] = self.latency.labels(endpoint)
         child.observe(seconds)
+
+    def watch_request_records(self, store: object) -> None:
+        """Report the request ids of ``store`` when it is a memory store (Redis keeps its
+        own, with its own memory policy)."""
+        if isinstance(store, MemoryStore):
+            store.on_forget = self.request_ids_forgotten.inc
+            self.request_ids.set_function(store.request_records)
 
     def set_limits(self, limits: dict[tuple[str, str], tuple[int, int]]) -> None:
         """Replace the limit/baseline gauges with ``{(policy, tier): (limit, baseline)}``."""

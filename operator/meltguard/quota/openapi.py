@@ -162,7 +162,7 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         },
         "/healthz": _get("Liveness", _json("Health", "The process answers.")),
         "/readyz": _get(
-            "Readiness: limits loaded and the store reachable (or failing open)",
+            "Readiness: limits loaded and the store reachable (or failing open for a while)",
             _json("Readiness", "Ready."),
             **{"503": _json("Readiness", "Not ready.")},
         ),
@@ -260,6 +260,8 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                     "store": {"type": "string", "enum": ["ok", "unreachable"]},
                     "onStoreError": {"type": "string", "enum": ["open", "closed"]},
                     "storeError": {"type": "string"},
+                    "storeEverAnswered": {"type": "boolean"},
+                    "failingOpenSecondsLeft": {"type": "number"},
                 },
             },
             "Error": _ERROR,

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -40,8 +41,13 @@ KEY_PREFIX = "meltguard:quota:v1"
 EXPIRY_GRACE_SECONDS = 60
 
 # KEYS[1] counter, KEYS[2] request record (optional)
-# ARGV: cost, limit, counter ttl, request ttl, window tag  ->  {allowed, used, replayed}
+# ARGV: cost, limit, counter ttl, request ttl, window tag, deadline (microseconds, Redis's
+# clock)  ->  {allowed, used, replayed}, allowed -1 when run past the deadline (no change)
 CONSUME_LUA = """
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000000 + tonumber(clock[2]) > tonumber(ARGV[6]) then
+  return {-1, 0, 0}
+end
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local request = KEYS[2]
@@ -79,6 +85,18 @@ local give = math.min(tonumber(record[2]), used)
 if give > 0 then used = redis.call('DECRBY', KEYS[1], give) end
 return {'refunded', used}
 """
+
+
+def redacted_url(url: str) -> str:
+    """``url`` fit for logs and errors: its user, password and query values as ``***``
+    (redis-py also takes a password from ``?password=``)."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = f"***@{host}" if at and userinfo else parts.netloc
+    query = parts.query
+    if query:
+        query = urlencode([(name, "***") for name, _ in parse_qsl(query)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -196,6 +214,10 @@ class RedisStore:
         max_connections: int = 64,
         queue_seconds: float = 10.0,
     ) -> None:
+        self._timeout = timeout_seconds
+        #: Redis's clock minus ours, in seconds; measured by ping() and before the first consume
+        self._clock_offset: float | None = None
+        self._clock_lock = asyncio.Lock()
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -211,6 +233,27 @@ class RedisStore:
         self._pipeliner = ScriptPipeliner(self._client)
 
     async def consume(self, take: Consumption) -> ConsumeOutcome:
+        """Run the consume script, answering within ``timeout_seconds`` whatever Redis does.
+
+        A call that times out must not be charged later (Redis stalled, then ran the queued
+        script): the script refuses to change anything past a deadline on Redis's own clock,
+        half the timeout after the call starts, leaving the other half for the answer.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._consume_before_deadline(take)
+        except TimeoutError:
+            message = f"redis did not answer within {self._timeout:g} s; nothing was charged"
+            raise StoreUnavailable(message) from None
+
+    async def _consume_before_deadline(self, take: Consumption) -> ConsumeOutcome:
+        started = time.time()
+        if self._clock_offset is None:
+            async with self._clock_lock:  # one measurement for a burst of first calls
+                if self._clock_offset is None:
+                    await self.ping()
+        assert self._clock_offset is not None
+        deadline = started + self._clock_offset + self._timeout / 2
         keys = [counter_key(take.who, take.window)]
         if take.request_id is not None:
             keys.append(request_key(take.who, take.request_id))
@@ -221,11 +264,14 @@ class RedisStore:
             counter_ttl,
             take.window.seconds,
             take.window.tag,
+            int(deadline * 1_000_000),
         ]
         try:
             allowed, used, replayed = await self._pipeliner.call(self._consume, keys, args)
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"redis consume failed: {error}") from error
+        if allowed == -1:
+            raise StoreUnavailable("redis ran the consume past its deadline; nothing was charged")
         return ConsumeOutcome(bool(allowed), int(used), bool(replayed))
 
     async def refund(
@@ -246,10 +292,14 @@ class RedisStore:
         return int(value or 0)
 
     async def ping(self) -> None:
+        """Ask Redis the time: proof that it answers, and its clock for the deadlines."""
         try:
-            await self._client.ping()
+            asked = time.time()
+            seconds, microseconds = await self._client.time()
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"redis ping failed: {error}") from error
+        answered = time.time()
+        self._clock_offset = seconds + microseconds / 1e6 - (asked + answered) / 2
 
     async def close(self) -> None:
         await self._client.aclose(close_connection_pool=True)

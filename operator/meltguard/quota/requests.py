@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import unicodedata
+from functools import cache
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -74,6 +77,39 @@ class BadRequest(ValueError):
         super().__init__(message)
         self.field = field
         self.status = status
+
+
+@cache
+def _quoted_keys(model: type[BaseModel]) -> tuple[bytes, ...]:
+    """Every key ``model`` accepts (alias and field name), as it appears quoted in JSON."""
+    names = set(model.model_fields) | {
+        info.alias for info in model.model_fields.values() if info.alias is not None
+    }
+    return tuple(json.dumps(name).encode() for name in sorted(names))
+
+
+def _first_repeated(pairs: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """``json.loads`` hook: the pairs of one object, unless a key repeats."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise BadRequest(key, f"key {key} is given more than once in the body")
+        seen.add(key)
+    return pairs
+
+
+def refuse_duplicate_keys(raw: bytes, model: type[BaseModel]) -> None:
+    """Raise :class:`BadRequest` naming a key that ``raw`` gives twice.
+
+    JSON parsers, pydantic's included, keep the last of repeated keys, so
+    ``"cost":1,"cost":3`` would silently charge 3. Without escapes every key appears
+    literally, so a body in which each accepted key is quoted at most once cannot repeat
+    one (unknown keys are refused by the model anyway); only the rest is parsed again.
+    """
+    if b"\\" not in raw and max(map(raw.count, _quoted_keys(model))) <= 1:
+        return
+    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):  # the model says why
+        json.loads(raw, object_pairs_hook=_first_repeated)
 
 
 def bad_request_from(error: ValidationError) -> BadRequest:

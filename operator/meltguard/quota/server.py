@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grpc
 from aiohttp import web
 
 from meltguard.quota.app import create_app
+from meltguard.quota.connections import CappedRunner, ConnectionCap, fit_open_files
+from meltguard.quota.grpc_service import RateLimitServicer, start_grpc_server
 from meltguard.quota.limits import LimitsRegistry
-from meltguard.quota.memory_store import MemoryStore
+from meltguard.quota.memory_store import DEFAULT_MAX_REQUESTS, MemoryStore
 from meltguard.quota.metrics import QuotaMetrics
-from meltguard.quota.redis_store import RedisStore
+from meltguard.quota.redis_store import RedisStore, redacted_url
 from meltguard.quota.service import OnStoreError, QuotaService
 from meltguard.quota.sources import FileLimitsSource
 from meltguard.quota.store import QuotaStore
@@ -25,6 +28,9 @@ if TYPE_CHECKING:  # imported when used: only --watch-configmaps needs lightkube
     from meltguard.quota.configmaps import ConfigMapLimitsSource
 
 log = logging.getLogger(__name__)
+
+#: How long in-flight gRPC calls may finish after SIGTERM.
+GRPC_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -39,15 +45,24 @@ class ServerOptions:
     on_store_error: OnStoreError = "open"
     reload_interval: float = 1.0
     store_timeout: float = 1.0
+    fail_open_seconds: float = 300.0
+    read_timeout: float = 10.0
+    max_connections: int = 1000
+    max_request_ids: int = DEFAULT_MAX_REQUESTS
+    #: Envoy's rate limit API; 0 turns it off
+    grpc_port: int = 8081
+    strict: bool = False
 
 
-def open_store(url: str, timeout_seconds: float = 1.0) -> QuotaStore:
+def open_store(
+    url: str, timeout_seconds: float = 1.0, max_request_ids: int = DEFAULT_MAX_REQUESTS
+) -> QuotaStore:
     """``memory`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
     if url == "memory":
-        return MemoryStore()
+        return MemoryStore(max_request_ids)
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(url, timeout_seconds)
-    raise ValueError(f"--store must be 'memory' or a redis:// URL, got {url!r}")
+    raise ValueError(f"--store must be 'memory' or a redis:// URL, got {redacted_url(url)!r}")
 
 
 def start_limits(
@@ -87,17 +102,74 @@ async def _watch_all(watchers: list[ConfigMapLimitsSource]) -> None:
             group.create_task(watcher.run(), name=f"configmaps-{watcher.namespace}")
 
 
-async def serve(options: ServerOptions) -> None:
-    """Serve until SIGINT/SIGTERM, then close the listener, the sources and the store."""
-    store = open_store(options.store_url, options.store_timeout)
-    metrics = QuotaMetrics()
-    registry = LimitsRegistry()
-    service = QuotaService(registry, store, metrics, options.on_store_error)
-    limits_task = start_limits(options, registry, metrics)
-    runner = web.AppRunner(create_app(service), access_log=None)
+async def _start_grpc(service: QuotaService, options: ServerOptions) -> grpc.aio.Server | None:
+    """Envoy's rate limit API on ``--grpc-port``, unless that is 0."""
+    if options.grpc_port == 0:
+        return None
+    servicer = RateLimitServicer(service, strict=options.strict)
+    server = await start_grpc_server(servicer, options.host, options.grpc_port)
+    log.info("Envoy rate limit service (gRPC) on %s:%d", options.host, options.grpc_port)
+    return server
+
+
+#: Seconds requests in flight get to finish after SIGTERM, well inside Kubernetes' 30 s grace.
+HTTP_DRAIN_SECONDS = 5.0
+
+
+async def _start_http(service: QuotaService, options: ServerOptions) -> web.AppRunner:
+    """The HTTP API on ``--port``: at most ``--max-connections`` open, each given
+    ``--read-timeout`` to send a request's headers (or to stay idle), then as long for its
+    body, and ``HTTP_DRAIN_SECONDS`` to finish after SIGTERM."""
+    metrics = service.metrics
+    cap = ConnectionCap(
+        fit_open_files(options.max_connections), metrics.connections_evicted.inc
+    )
+    metrics.connections_open.set_function(lambda: len(cap))
+    runner = CappedRunner(
+        create_app(service, read_timeout=options.read_timeout),
+        cap,
+        access_log=None,
+        keepalive_timeout=options.read_timeout,
+        shutdown_timeout=HTTP_DRAIN_SECONDS,
+    )
     await runner.setup()
     await web.TCPSite(runner, options.host, options.port).start()
-    log.info("quota service on %s:%d, store %s", options.host, options.port, options.store_url)
+    return runner
+
+
+def check_bounds(options: ServerOptions) -> None:
+    """Raise ValueError naming a hardening flag whose value cannot work."""
+    positive = {
+        "--read-timeout": options.read_timeout,
+        "--max-connections": options.max_connections,
+        "--max-request-ids": options.max_request_ids,
+    }
+    for flag, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"{flag} must be positive, got {value:g}")
+    if options.fail_open_seconds < 0:
+        raise ValueError(f"--fail-open-for must be 0 or more, got {options.fail_open_seconds:g}")
+
+
+async def serve(options: ServerOptions) -> None:
+    """Serve until SIGINT/SIGTERM, then close the listener, the sources and the store."""
+    check_bounds(options)
+    store = open_store(options.store_url, options.store_timeout, options.max_request_ids)
+    metrics = QuotaMetrics()
+    metrics.watch_request_records(store)
+    registry = LimitsRegistry()
+    service = QuotaService(
+        registry,
+        store,
+        metrics,
+        options.on_store_error,
+        fail_open_seconds=options.fail_open_seconds,
+    )
+    limits_task = start_limits(options, registry, metrics)
+    runner = await _start_http(service, options)
+    grpc_server = await _start_grpc(service, options)
+    store_name = redacted_url(options.store_url)
+    log.info("quota service on %s:%d, store %s", options.host, options.port, store_name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -105,6 +177,8 @@ async def serve(options: ServerOptions) -> None:
     try:
         await stop.wait()
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(GRPC_GRACE_SECONDS)
         await runner.cleanup()
         limits_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,8 @@ from meltguard.quota.store import (
 log = logging.getLogger(__name__)
 
 OnStoreError = Literal["open", "closed"]
+#: How long ``--on-store-error open`` allows requests after the store's last answer.
+DEFAULT_FAIL_OPEN_SECONDS = 300.0
 
 
 class QuotaAnswer(NamedTuple):
@@ -83,6 +85,9 @@ class Readiness:
     store_reachable: bool
     on_store_error: OnStoreError
     store_error: str | None = None
+    store_ever_answered: bool = False
+    #: seconds this replica keeps allowing requests while the store fails; None when not
+    fail_open_seconds_left: float | None = None
 
 
 class QuotaService:
@@ -98,13 +103,19 @@ class QuotaService:
         metrics: QuotaMetrics,
         on_store_error: OnStoreError = "open",
         clock: Callable[[], float] = time.time,
+        *,
+        fail_open_seconds: float = DEFAULT_FAIL_OPEN_SECONDS,
     ) -> None:
         self.registry = registry
         self.store = store
         self.metrics = metrics
         self.on_store_error = on_store_error
         self.clock = clock
-        self._store_working = True
+        self.fail_open_seconds = fail_open_seconds
+        self._store_state: Literal["unknown", "up", "down"] = "unknown"
+        #: clock time of the store's last answer; None until it has answered once
+        self._last_answer: float | None = None
+        self._failing_open = False
         metrics.fail_open.set(1 if on_store_error == "open" else 0)
         metrics.set_limits(registry.table.limited_tiers())
         registry.on_change = self.limits_changed
@@ -113,25 +124,49 @@ class QuotaService:
         """Registry hook: refresh the limit gauges."""
         self.metrics.set_limits(table.limited_tiers())
 
-    def _store_failed(self, operation: str, error: StoreUnavailable) -> None:
-        """Count every failure; log only the change from working to failing (an outage
-        under load would otherwise write one line per request)."""
-        if self._store_working:
+    def fails_open(self, now: float) -> bool:
+        """Whether a store failure at ``now`` allows the request: only with
+        ``--on-store-error open``, only for a store that has answered before (a wrong
+        password or host must not give a server that enforces nothing), and only for
+        ``fail_open_seconds`` after its last answer."""
+        return (
+            self.on_store_error == "open"
+            and self._last_answer is not None
+            and now - self._last_answer <= self.fail_open_seconds
+        )
+
+    def _store_failed(self, operation: str, error: StoreUnavailable, now: float) -> None:
+        """Count every failure; log only the change to failing (an outage under load
+        would otherwise write one line per request)."""
+        failing_open = self.fails_open(now)
+        if self._store_state != "down":
+            if failing_open:
+                effect = f"allowing requests for up to {self.fail_open_seconds:g} s"
+            elif self._last_answer is None:
+                effect = "it has never answered, so requests are refused"
+            else:
+                effect = "refusing requests"
+            log.error("quota store failed during %s: %s; %s", operation, error, effect)
+        elif self._failing_open and not failing_open:
             log.error(
-                "quota store failed during %s: %s; answering with --on-store-error %s",
-                operation,
-                error,
-                self.on_store_error,
+                "quota store still failing after --fail-open-for %g s; refusing requests",
+                self.fail_open_seconds,
             )
-        self._store_working = False
+        self._failing_open = failing_open
+        self._store_state = "down"
         self.metrics.store_errors.labels(operation).inc()
         self.metrics.store_up.set(0)
+        self.metrics.failing_open.set(1 if failing_open else 0)
 
-    def _store_answered(self) -> None:
-        if not self._store_working:
-            log.warning("quota store answers again")
-            self._store_working = True
+    def _store_answered(self, now: float) -> None:
+        self._last_answer = now
+        if self._store_state != "up":
+            if self._store_state == "down":
+                log.warning("quota store answers again")
+            self._store_state = "up"
+            self._failing_open = False
             self.metrics.store_up.set(1)
+            self.metrics.failing_open.set(0)
 
     async def consume(self, request: ConsumeRequest) -> QuotaAnswer:
         """Take ``request.cost`` units of the subject's current window if the limit allows."""
@@ -148,11 +183,11 @@ class QuotaService:
                 Consumption(who, window, request.cost, tier.limit, request.request_id, now)
             )
         except StoreUnavailable as error:
-            self._store_failed("consume", error)
-            allowed = self.on_store_error == "open"
+            self._store_failed("consume", error, now)
+            allowed = self.fails_open(now)
             self._count(request, "fail_open" if allowed else "fail_closed")
             return QuotaAnswer(request.policy, tier, allowed=allowed, degraded=True)
-        self._store_answered()
+        self._store_answered(now)
         self._count(request, "allowed" if outcome.allowed else "denied")
         return QuotaAnswer(
             request.policy,
@@ -177,9 +212,9 @@ class QuotaService:
         try:
             outcome = await self.store.refund(who, window, request.request_id, now)
         except StoreUnavailable as error:
-            self._store_failed("refund", error)
+            self._store_failed("refund", error, now)
             raise
-        self._store_answered()
+        self._store_answered(now)
         self.metrics.refunds.labels(request.policy, request.tier, outcome.reason).inc()
         return RefundAnswer(
             outcome.reason,
@@ -200,22 +235,34 @@ class QuotaService:
                 Subject(request.policy, request.tier, request.subject), window
             )
         except StoreUnavailable as error:
-            self._store_failed("peek", error)
+            self._store_failed("peek", error, now)
             raise
-        self._store_answered()
+        self._store_answered(now)
         return QuotaAnswer(request.policy, tier, used=used, reset_seconds=window.reset_seconds(now))
 
     async def readiness(self, timeout_seconds: float = 1.0) -> Readiness:
-        """Ready when limits are loaded and the store answers, or when it fails open."""
+        """Ready when limits are loaded and the store answers, or while it fails open."""
         limits_loaded = bool(self.registry.sources)
         error: str | None = None
+        now = self.clock()
         try:
             await asyncio.wait_for(self.store.ping(), timeout_seconds)
         except (StoreUnavailable, TimeoutError) as failure:
             error = str(failure) or "store ping timed out"
-            self._store_failed("ping", StoreUnavailable(error))
+            self._store_failed("ping", StoreUnavailable(error), now)
         else:
-            self._store_answered()
+            self._store_answered(now)
         reachable = error is None
-        ready = limits_loaded and (reachable or self.on_store_error == "open")
-        return Readiness(ready, limits_loaded, reachable, self.on_store_error, error)
+        failing_open = not reachable and self.fails_open(now)
+        left = None
+        if failing_open and self._last_answer is not None:
+            left = self._last_answer + self.fail_open_seconds - now
+        return Readiness(
+            ready=limits_loaded and (reachable or failing_open),
+            limits_loaded=limits_loaded,
+            store_reachable=reachable,
+            on_store_error=self.on_store_error,
+            store_error=error,
+            store_ever_answered=self._last_answer is not None,
+            fail_open_seconds_left=left,
+        )

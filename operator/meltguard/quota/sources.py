@@ -2,12 +2,15 @@
 
 Both feed a :class:`~meltguard.quota.limits.LimitsRegistry` one document per source. A
 document that fails to parse is logged, counted (``meltguard_quota_limit_reloads_total
-{result="invalid"}``) and ignored: that source's last good document stays in force.
+{result="invalid"}``) and ignored: that source's last good document stays in force. So does
+a file that disappears (an ``rm`` by mistake, a ConfigMap key briefly missing during an
+update): limits are withdrawn only by an explicit empty document, ``{}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -25,7 +28,13 @@ ReloadCounter = Callable[[str], None]
 def load_document(
     source: str, raw: str | bytes, registry: LimitsRegistry, count: ReloadCounter
 ) -> bool:
-    """Parse ``raw`` and publish it as ``source``'s document; keep the old one if it is bad."""
+    """Parse ``raw`` and publish it as ``source``'s document; keep the old one if it is bad;
+    withdraw it when ``raw`` is the empty document ``{}``."""
+    if _is_empty_document(raw):
+        log.warning("%s is the empty document {}; withdrawing its limits", source)
+        registry.remove(source)
+        count("ok")
+        return True
     try:
         document: QuotaDocument = parse_quota_document(raw)
     except QuotaDocumentInvalid as error:
@@ -36,6 +45,13 @@ def load_document(
     registry.put(source, document)
     count("ok")
     return True
+
+
+def _is_empty_document(raw: str | bytes) -> bool:
+    try:
+        return bool(json.loads(raw) == {})
+    except ValueError:  # not JSON (UnicodeDecodeError included): the parser says why
+        return False
 
 
 def _json_files(root: Path) -> Iterator[Path]:
@@ -60,7 +76,7 @@ class FileLimitsSource:
 
     A change is seen by polling each file's (inode, mtime, size) every ``interval_seconds``,
     which catches both in-place writes and the kubelet's symlink swap; a file that disappears
-    withdraws its limits.
+    keeps its last limits in force (logged once), until it comes back or says ``{}``.
     """
 
     def __init__(
@@ -77,7 +93,7 @@ class FileLimitsSource:
         self._seen: dict[str, tuple[int, int, int]] = {}
 
     def scan(self) -> None:
-        """Load every new or changed file, withdraw the vanished ones."""
+        """Load every new or changed file; forget the vanished ones, keeping their limits."""
         present: set[str] = set()
         for file in _json_files(self.path) if self.path.exists() else ():
             source = str(file)
@@ -92,9 +108,13 @@ class FileLimitsSource:
                 continue
             present.add(source)
         for source in set(self._seen) - present:
-            log.info("limits file %s is gone; withdrawing its limits", source)
             del self._seen[source]
-            self.registry.remove(source)
+            if source in self.registry.sources:
+                log.warning(
+                    "limits file %s is gone; its last limits stay in force until it comes "
+                    "back or is replaced by the empty document {}",
+                    source,
+                )
 
     async def run(self) -> None:
         """Scan forever (the first scan is the caller's, before serving)."""
