@@ -174,7 +174,7 @@ def quota_server(tmp_path: Path) -> Iterator[int]:
     port, dead_redis = free_port(), free_port()
     command = [
         sys.executable, "-m", "meltguard.cli", "quota-server", "--host", "127.0.0.1",
-        "--port", str(port), "--limits", str(limits),
+        "--port", str(port), "--grpc-port", "0", "--limits", str(limits),
         "--store", f"redis://127.0.0.1:{dead_redis}/0", "--on-store-error", "closed",
     ]  # fmt: skip
     with running(command, f"http://127.0.0.1:{port}/healthz", tmp_path / "quota-server.log"):

@@ -51,7 +51,8 @@ def test_the_quota_server_follows_configmaps_as_its_service_account(cluster: Clu
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "quota-server.log"
     with MeltguardProcess(kubeconfig, ["quota-server", "--host", "127.0.0.1", "--port",
-                                       str(port), "--watch-configmaps=*"], log):
+                                       str(port), "--grpc-port", "0",
+                                       "--watch-configmaps=*"], log):
         eventually(lambda: served_limit(url) == 8, timeout=30, what="the first limits served")
         patched = time.monotonic()
         cluster.patch(ConfigMap, "imagegen-quotas",

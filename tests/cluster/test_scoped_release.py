@@ -99,7 +99,7 @@ def test_the_loop_under_the_scoped_releases_service_accounts(scoped: Cluster,
                               "--priority=100"), \
                 MeltguardProcess(cluster.service_account_kubeconfig(RELEASE_NS, QUOTA_SERVER),
                                  ["quota-server", "--host", "127.0.0.1", "--port", str(port),
-                                  f"--watch-configmaps={NS}"], quota_log):
+                                  "--grpc-port", "0", f"--watch-configmaps={NS}"], quota_log):
             cluster.create(scoped_policy("imagegen", "worker", exporter.port, maxReplicas=3))
             sts = scoped_policy("sts", "sts-worker", exporter.port, minReplicas=2)
             sts["spec"]["scaleTargetRef"]["kind"] = "StatefulSet"
