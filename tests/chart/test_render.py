@@ -316,7 +316,11 @@ def test_network_policies_admit_only_the_configured_peers(helm: Helm) -> None:
     assert policies["meltguard-operator"]["ingress"] == [
         {"ports": [{"port": 8000, "protocol": "TCP"}], "from": [monitoring]}
     ]
-    assert policies["meltguard-quota-server"]["ingress"][0]["from"] == [gateway, monitoring]
+    quota_rules = {
+        rule["ports"][0]["port"]: rule["from"]
+        for rule in policies["meltguard-quota-server"]["ingress"]
+    }
+    assert quota_rules == {8080: [gateway], 8081: [gateway], 9090: [monitoring]}
     exporter_from = policies["meltguard-exporter"]["ingress"][0]["from"]
     assert exporter_from[0] == monitoring
     assert exporter_from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == (

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from meltguard.api.quotas import parse_quota_document
 from meltguard.quota.app import create_app
+from meltguard.quota.auth import TokenFile
 from meltguard.quota.limits import LimitsRegistry
 from meltguard.quota.memory_store import MemoryStore
 from meltguard.quota.metrics import QuotaMetrics
@@ -220,6 +221,7 @@ async def start_quota_server(
     on_store_error: OnStoreError = "open",
     limits: str | None = None,
     fail_open_seconds: float = 300.0,
+    callers: TokenFile | None = None,
 ) -> QuotaServer:
     registry = LimitsRegistry()
     service = QuotaService(
@@ -230,7 +232,7 @@ async def start_quota_server(
         clock,
         fail_open_seconds=fail_open_seconds,
     )
-    runner = web.AppRunner(create_app(service), access_log=None)
+    runner = web.AppRunner(create_app(service, callers=callers), access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -44,6 +44,8 @@ def test_help_lists_every_flag() -> None:
         "--max-connections",
         "--max-request-ids",
         "--fail-open-for",
+        "--auth-tokens",
+        "--metrics-port",
     ):
         assert flag in result.stdout
 
@@ -59,6 +61,8 @@ def test_help_lists_every_flag() -> None:
         (["--limits", "x", "--max-connections", "-1"], "--max-connections must be positive"),
         (["--limits", "x", "--max-request-ids", "0"], "--max-request-ids must be positive"),
         (["--limits", "x", "--fail-open-for", "-5"], "--fail-open-for must be 0 or more"),
+        (["--limits", "x", "--auth-tokens", "/nonexistent"], "--auth-tokens /nonexistent: No such"),
+        (["--limits", "x", "--metrics-port", "70000"], "--metrics-port must be 0 to 65535"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_problem(args: list[str], message: str) -> None:

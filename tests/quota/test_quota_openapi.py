@@ -29,12 +29,21 @@ from .conftest import POLICY, launch_quota_server, quotas_json
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
+#: The caller whose token every call carries unless told otherwise.
+TOKEN = "token-of-the-gateway-0001"
+OTHER_TOKEN = "token-of-another-caller-02"
 
 
-def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any, str]:
-    """(status, decoded body, content type) of a GET, or a JSON POST when ``body`` is given."""
+def call(
+    url: str, body: dict[str, Any] | None = None, token: str | None = TOKEN
+) -> tuple[int, Any, str]:
+    """(status, decoded body, content type) of a GET, or a JSON POST when ``body`` is given,
+    carrying ``token`` as a bearer token unless it is None."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             status, raw, ctype = response.status, response.read(), response.headers["Content-Type"]
@@ -45,10 +54,13 @@ def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any, str]:
 
 @pytest.fixture(scope="module")
 def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``meltguard quota-server`` with the memory store and a limits file."""
-    limits = tmp_path_factory.mktemp("limits") / "quotas.json"
+    """``meltguard quota-server`` with the memory store, a limits file and two callers."""
+    folder = tmp_path_factory.mktemp("limits")
+    limits = folder / "quotas.json"
     limits.write_text(quotas_json())
-    process, url = launch_quota_server("--limits", str(limits))
+    tokens = folder / "tokens"
+    tokens.write_text(f"gateway:{TOKEN}\nother:{OTHER_TOKEN}\n")
+    process, url = launch_quota_server("--limits", str(limits), "--auth-tokens", str(tokens))
     yield url
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
@@ -82,8 +94,11 @@ def test_answers_match_their_schemas(quota_server: str) -> None:
         ("Readiness", call(f"{quota_server}/readyz")),
         ("Health", call(f"{quota_server}/healthz")),
         ("Error", call(f"{quota_server}/v1/consume", {**good, "cost": 0})),
+        ("Error", call(f"{quota_server}/v1/consume", good, token=None)),
+        ("Error", call(f"{quota_server}/v1/refund", good, token=OTHER_TOKEN)),
     ]
-    assert [status for _, (status, _, _) in answers] == [200, 429, 200, 200, 200, 200, 400]
+    statuses = [status for _, (status, _, _) in answers]
+    assert statuses == [200, 429, 200, 200, 200, 200, 400, 401, 403]
     for schema, (_, body, ctype) in answers:
         assert ctype.startswith("application/json")
         jsonschema.validate(body, component(schema))
@@ -110,6 +125,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(quota_server
             f"{quota_server}/openapi.json",
             "--checks",
             "all",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
             "--max-examples",
             "40",
             "--workers",

@@ -1,8 +1,10 @@
 """The HTTP shell of the quota service (aiohttp): parse, call :class:`QuotaService`, answer.
 
 Every refusal is JSON ``{"error": "...", "field": "..."}`` naming what is wrong, and happens
-before any counter is touched. A failure inside one request is logged and answered 500; it
-never stops the server.
+before any counter is touched. With caller tokens (``--auth-tokens``) every ``/v1/`` request
+must carry ``Authorization: Bearer <token>`` (401 without a known one), and a refund is
+answered 403 unless its caller is the one that consumed. A failure inside one request is
+logged and answered 500; it never stops the server.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 
+from meltguard.quota.auth import TokenFile, bearer_token
 from meltguard.quota.limits import UnknownQuota
 from meltguard.quota.openapi import OPENAPI_DOCUMENT
 from meltguard.quota.requests import (
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("quota_service", QuotaService)
 READ_TIMEOUT_KEY = web.AppKey("read_timeout", float)
+CALLERS_KEY = web.AppKey("callers", TokenFile)
+#: The authenticated caller's name in a request (absent when authentication is off).
+CALLER = web.RequestKey("caller", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
@@ -88,6 +94,9 @@ async def answer_errors_as_json(request: web.Request, handler: Handler) -> web.S
         response = error_response(error.status, error.field, str(error))
         if error.status == 408:  # the rest of the body may still come: do not wait for it
             response.force_close()
+        if error.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="meltguard"'
+
     except UnknownQuota as error:
         response = error_response(404, error.field, str(error))
     except StoreUnavailable as error:
@@ -106,6 +115,22 @@ async def answer_errors_as_json(request: web.Request, handler: Handler) -> web.S
         service.metrics.observe_latency(endpoint, time.perf_counter() - started)
     service.metrics.invalid_requests.labels(endpoint, str(response.status)).inc()
     return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Name the caller of a ``/v1/`` request from its bearer token, or refuse it with 401;
+    probes, metrics and the OpenAPI document stay open."""
+    if request.path.startswith("/v1/"):
+        header = request.headers.get("Authorization")
+        caller = request.app[CALLERS_KEY].caller(bearer_token(header))
+        if caller is None:
+            problem = "no bearer token" if header is None else "unknown token or scheme"
+            raise BadRequest(
+                "Authorization", f"{problem}: send Authorization: Bearer <token>", status=401
+            )
+        request[CALLER] = caller
+    return await handler(request)
 
 
 async def _read_raw_body(request: web.Request) -> bytes:
@@ -198,7 +223,7 @@ def ratelimit_headers(answer: QuotaAnswer) -> dict[str, str]:
 async def consume(request: web.Request) -> web.Response:
     """POST /v1/consume: 200 allowed, 429 refused, 503 when the store fails closed."""
     body = await read_body(request, ConsumeRequest)
-    answer = await request.app[SERVICE_KEY].consume(body)
+    answer = await request.app[SERVICE_KEY].consume(body, request.get(CALLER, ""))
     headers = ratelimit_headers(answer)
     status = 200
     if not answer.allowed:
@@ -209,9 +234,13 @@ async def consume(request: web.Request) -> web.Response:
 
 
 async def refund(request: web.Request) -> web.Response:
-    """POST /v1/refund: 200 with ``refunded`` true exactly once per consumed request."""
+    """POST /v1/refund: 200 with ``refunded`` true exactly once per consumed request; 403
+    when another caller consumed it."""
     body = await read_body(request, RefundRequest)
-    result = await request.app[SERVICE_KEY].refund(body)
+    result = await request.app[SERVICE_KEY].refund(body, request.get(CALLER, ""))
+    if result.reason == "other-caller":
+        message = f"request {body.request_id!r} was consumed by another caller"
+        raise BadRequest("requestId", message, status=403)
     payload = {"refunded": result.refunded, "reason": result.reason, **answer_body(result.answer)}
     return json_answer(payload, headers=ratelimit_headers(result.answer))
 
@@ -264,20 +293,40 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(
-    service: QuotaService, *, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS
+    service: QuotaService,
+    *,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+    callers: TokenFile | None = None,
+    serve_metrics: bool = True,
 ) -> web.Application:
-    """The aiohttp application serving ``service``; the caller owns the store's lifetime."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[answer_errors_as_json])
+    """The aiohttp application serving ``service``; the caller owns the store's lifetime.
+    With ``callers`` the ``/v1/`` routes require one of their tokens; without
+    ``serve_metrics``, ``/metrics`` is left to :func:`create_metrics_app` on its own port."""
+    middlewares = [answer_errors_as_json]
+    if callers is not None:
+        middlewares.append(authenticate)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[SERVICE_KEY] = service
     app[READ_TIMEOUT_KEY] = read_timeout
+    if callers is not None:
+        app[CALLERS_KEY] = callers
     app.router.add_post("/v1/consume", consume)
     app.router.add_post("/v1/refund", refund)
     app.router.add_get("/v1/quota", peek, allow_head=False)
     for path, handler in (
         ("/healthz", healthz),
         ("/readyz", readyz),
-        ("/metrics", metrics),
         ("/openapi.json", openapi),
     ):
         app.router.add_get(path, handler, allow_head=False)
+    if serve_metrics:
+        app.router.add_get("/metrics", metrics, allow_head=False)
+    return app
+
+
+def create_metrics_app(service: QuotaService) -> web.Application:
+    """Only ``/metrics``, for ``--metrics-port``: Prometheus is let in there, not to the API."""
+    app = web.Application()
+    app[SERVICE_KEY] = service
+    app.router.add_get("/metrics", metrics, allow_head=False)
     return app

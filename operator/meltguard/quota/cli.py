@@ -22,6 +22,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "instead of allowing them",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve /metrics on this port only, not on --port (default 0: on --port)",
+    )
+    parser.add_argument(
+        "--auth-tokens",
+        metavar="FILE",
+        help="require Authorization: Bearer <token> on /v1/ requests; FILE holds one "
+        "caller-name:token a line (re-read on change); refunds only by the consuming caller",
+    )
+    parser.add_argument(
         "--store",
         default="memory",
         help="'memory' (default, one replica) or redis://HOST:PORT/DB (shared, durable)",
@@ -118,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         max_request_ids=args.max_request_ids,
         grpc_port=args.grpc_port,
         strict=args.strict,
+        auth_tokens=args.auth_tokens,
+        metrics_port=args.metrics_port,
     )
     try:
         asyncio.run(serve(options))

@@ -28,6 +28,7 @@ class _RequestRecord:
     allowed: bool
     cost: int
     window: Window
+    caller: str = ""
     refunded: bool = False
 
 
@@ -108,12 +109,16 @@ class MemoryStore:
             if len(self._requests) >= self.max_requests:
                 self._request_table.drop_soonest()
                 self.on_forget()
-            record = _RequestRecord(allowed, take.cost, take.window) if allowed else _REFUSED
+            record = (
+                _RequestRecord(allowed, take.cost, take.window, take.caller)
+                if allowed
+                else _REFUSED
+            )
             self._request_table.set((who, take.request_id), record, take.now + take.window.seconds)
         return ConsumeOutcome(allowed, used)
 
     async def refund(
-        self, who: Subject, window: Window, request_id: str, now: float
+        self, who: Subject, window: Window, request_id: str, now: float, *, caller: str = ""
     ) -> RefundOutcome:
         self._drop_expired(now)
         counter = (who, window)
@@ -123,6 +128,8 @@ class MemoryStore:
             return RefundOutcome("unknown-request", used)
         if not record.allowed:
             return RefundOutcome("not-consumed", used)
+        if record.caller != caller:
+            return RefundOutcome("other-caller", used)
         if record.refunded:
             return RefundOutcome("already-refunded", used)
         record.refunded = True

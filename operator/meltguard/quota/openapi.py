@@ -93,8 +93,14 @@ def _json(
     return response
 
 
+_UNAUTHENTICATED = _json(
+    "Error",
+    "With --auth-tokens: no bearer token, or not a known caller's.",
+    {"WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}}},
+)
 _REFUSALS = {
     "400": _json("Error", "Malformed JSON, wrong type, missing or unexpected field."),
+    "401": _UNAUTHENTICATED,
     "404": _json("Error", "Unknown policy or tier."),
     "413": _json("Error", "Body over 64 KiB."),
     "415": _json("Error", "Content-Type is not application/json."),
@@ -118,7 +124,8 @@ def _post(summary: str, request_ref: str, ok: dict[str, Any], **extra: Any) -> d
 
 
 def _get(summary: str, response: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"get": {"summary": summary, "responses": {"200": response, **extra}}}
+    """An operation open to anyone, with or without --auth-tokens."""
+    return {"get": {"summary": summary, "security": [], "responses": {"200": response, **extra}}}
 
 
 _QUERY = [
@@ -132,8 +139,10 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         "title": "meltguard quota service",
         "version": "v1",
         "description": "May this user generate one more image? Limits come from the "
-        "quota ConfigMaps that the meltguard operator publishes.",
+        "quota ConfigMaps that the meltguard operator publishes. With --auth-tokens the /v1/ "
+        "operations need a caller's bearer token; without it they are open.",
     },
+    "security": [{"bearerAuth": []}],
     "paths": {
         "/v1/consume": _post(
             "Take `cost` units of the subject's current window",
@@ -149,6 +158,7 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
             "Give back what a consumed request took (once)",
             "RefundRequest",
             _json("Refund", "The refund outcome.", _RATELIMIT_HEADERS),
+            **{"403": _json("Error", "With --auth-tokens: another caller consumed it.")},
         ),
         "/v1/quota": {
             "get": {
@@ -156,7 +166,7 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 "parameters": _QUERY,
                 "responses": {
                     "200": _json("Standing", "The standing.", _RATELIMIT_HEADERS),
-                    **{code: _REFUSALS[code] for code in ("400", "404", "503")},
+                    **{code: _REFUSALS[code] for code in ("400", "401", "404", "503")},
                 },
             }
         },
@@ -167,7 +177,7 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
             **{"503": _json("Readiness", "Not ready.")},
         ),
         "/metrics": _get(
-            "Prometheus metrics",
+            "Prometheus metrics (on --metrics-port instead when that is given)",
             {
                 "description": "Text format 0.0.4.",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
@@ -182,6 +192,13 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
         ),
     },
     "components": {
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token of the --auth-tokens file (caller-name:token lines).",
+            }
+        },
         "schemas": {
             "ConsumeRequest": {
                 "type": "object",

@@ -7,7 +7,8 @@ percent-encoded parts joined with ``:``, so no subject string can reach another 
 - counter ``...:c:<policy>:<tier>:<subject>:<windowSeconds>:<windowIndex>``: units used,
   expiring a little after its window ends;
 - request ``...:r:<policy>:<tier>:<subject>:<requestId>``: a hash of the first answer
-  (``allowed``, ``cost``, ``window``, ``refunded``), kept for one window length.
+  (``allowed``, ``cost``, ``window``, ``refunded``, ``caller``: who consumed, the only one
+  who may refund), kept for one window length.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ EXPIRY_GRACE_SECONDS = 60
 
 # KEYS[1] counter, KEYS[2] request record (optional)
 # ARGV: cost, limit, counter ttl, request ttl, window tag, deadline (microseconds, Redis's
-# clock)  ->  {allowed, used, replayed}, allowed -1 when run past the deadline (no change)
+# clock), caller  ->  {allowed, used, replayed}, allowed -1 when run past the deadline
+# (no change)
 CONSUME_LUA = """
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000000 + tonumber(clock[2]) > tonumber(ARGV[6]) then
@@ -65,19 +67,21 @@ if used + cost <= limit then
   allowed = 1
 end
 if request then
-  redis.call('HSET', request, 'allowed', allowed, 'cost', cost, 'window', ARGV[5], 'refunded', 0)
+  redis.call('HSET', request, 'allowed', allowed, 'cost', cost, 'window', ARGV[5], 'refunded', 0,
+    'caller', ARGV[7])
   redis.call('EXPIRE', request, ARGV[4])
 end
 return {allowed, used, 0}
 """
 
 # KEYS[1] counter of the current window, KEYS[2] request record
-# ARGV: current window tag  ->  {reason, used}
+# ARGV: current window tag, caller  ->  {reason, used}
 REFUND_LUA = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local record = redis.call('HMGET', KEYS[2], 'allowed', 'cost', 'window', 'refunded')
+local record = redis.call('HMGET', KEYS[2], 'allowed', 'cost', 'window', 'refunded', 'caller')
 if not record[1] then return {'unknown-request', used} end
 if record[1] ~= '1' then return {'not-consumed', used} end
+if (record[5] or '') ~= ARGV[2] then return {'other-caller', used} end
 if record[4] == '1' then return {'already-refunded', used} end
 redis.call('HSET', KEYS[2], 'refunded', 1)
 if record[3] ~= ARGV[1] then return {'window-ended', used} end
@@ -265,6 +269,7 @@ class RedisStore:
             take.window.seconds,
             take.window.tag,
             int(deadline * 1_000_000),
+            take.caller,
         ]
         try:
             allowed, used, replayed = await self._pipeliner.call(self._consume, keys, args)
@@ -275,11 +280,11 @@ class RedisStore:
         return ConsumeOutcome(bool(allowed), int(used), bool(replayed))
 
     async def refund(
-        self, who: Subject, window: Window, request_id: str, now: float
+        self, who: Subject, window: Window, request_id: str, now: float, *, caller: str = ""
     ) -> RefundOutcome:
         keys = [counter_key(who, window), request_key(who, request_id)]
         try:
-            reason, used = await self._pipeliner.call(self._refund, keys, [window.tag])
+            reason, used = await self._pipeliner.call(self._refund, keys, [window.tag, caller])
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"redis refund failed: {error}") from error
         return RefundOutcome(reason, int(used))

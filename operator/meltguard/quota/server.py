@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import grpc
 from aiohttp import web
 
-from meltguard.quota.app import create_app
+from meltguard.quota.app import create_app, create_metrics_app
+from meltguard.quota.auth import TokenFile
 from meltguard.quota.connections import CappedRunner, ConnectionCap, fit_open_files
 from meltguard.quota.grpc_service import RateLimitServicer, start_grpc_server
 from meltguard.quota.limits import LimitsRegistry
@@ -52,6 +53,10 @@ class ServerOptions:
     #: Envoy's rate limit API; 0 turns it off
     grpc_port: int = 8081
     strict: bool = False
+    #: a caller-name:token file; None leaves the API open
+    auth_tokens: str | None = None
+    #: /metrics on this port only; 0 keeps it on the API port
+    metrics_port: int = 0
 
 
 def open_store(
@@ -116,7 +121,20 @@ async def _start_grpc(service: QuotaService, options: ServerOptions) -> grpc.aio
 HTTP_DRAIN_SECONDS = 5.0
 
 
-async def _start_http(service: QuotaService, options: ServerOptions) -> web.AppRunner:
+async def _start_metrics(service: QuotaService, options: ServerOptions) -> web.AppRunner | None:
+    """``/metrics`` alone on ``--metrics-port``, unless that is 0."""
+    if options.metrics_port == 0:
+        return None
+    runner = web.AppRunner(create_metrics_app(service), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, options.host, options.metrics_port).start()
+    log.info("metrics on %s:%d", options.host, options.metrics_port)
+    return runner
+
+
+async def _start_http(
+    service: QuotaService, options: ServerOptions, callers: TokenFile | None
+) -> web.AppRunner:
     """The HTTP API on ``--port``: at most ``--max-connections`` open, each given
     ``--read-timeout`` to send a request's headers (or to stay idle), then as long for its
     body, and ``HTTP_DRAIN_SECONDS`` to finish after SIGTERM."""
@@ -126,7 +144,12 @@ async def _start_http(service: QuotaService, options: ServerOptions) -> web.AppR
     )
     metrics.connections_open.set_function(lambda: len(cap))
     runner = CappedRunner(
-        create_app(service, read_timeout=options.read_timeout),
+        create_app(
+            service,
+            read_timeout=options.read_timeout,
+            callers=callers,
+            serve_metrics=options.metrics_port == 0,
+        ),
         cap,
         access_log=None,
         keepalive_timeout=options.read_timeout,
@@ -147,6 +170,8 @@ def check_bounds(options: ServerOptions) -> None:
     for flag, value in positive.items():
         if value <= 0:
             raise ValueError(f"{flag} must be positive, got {value:g}")
+    if not 0 <= options.metrics_port <= 65535:
+        raise ValueError(f"--metrics-port must be 0 to 65535, got {options.metrics_port}")
     if options.fail_open_seconds < 0:
         raise ValueError(f"--fail-open-for must be 0 or more, got {options.fail_open_seconds:g}")
 
@@ -154,6 +179,7 @@ def check_bounds(options: ServerOptions) -> None:
 async def serve(options: ServerOptions) -> None:
     """Serve until SIGINT/SIGTERM, then close the listener, the sources and the store."""
     check_bounds(options)
+    callers = None if options.auth_tokens is None else TokenFile(Path(options.auth_tokens))
     store = open_store(options.store_url, options.store_timeout, options.max_request_ids)
     metrics = QuotaMetrics()
     metrics.watch_request_records(store)
@@ -166,10 +192,15 @@ async def serve(options: ServerOptions) -> None:
         fail_open_seconds=options.fail_open_seconds,
     )
     limits_task = start_limits(options, registry, metrics)
-    runner = await _start_http(service, options)
+    runner = await _start_http(service, options, callers)
+    metrics_runner = await _start_metrics(service, options)
     grpc_server = await _start_grpc(service, options)
     store_name = redacted_url(options.store_url)
     log.info("quota service on %s:%d, store %s", options.host, options.port, store_name)
+    if callers is None:
+        log.warning(
+            "no --auth-tokens: anyone reaching port %d may consume and refund", options.port
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -180,6 +211,8 @@ async def serve(options: ServerOptions) -> None:
         if grpc_server is not None:
             await grpc_server.stop(GRPC_GRACE_SECONDS)
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         limits_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await limits_task

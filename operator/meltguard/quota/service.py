@@ -168,8 +168,9 @@ class QuotaService:
             self.metrics.store_up.set(1)
             self.metrics.failing_open.set(0)
 
-    async def consume(self, request: ConsumeRequest) -> QuotaAnswer:
-        """Take ``request.cost`` units of the subject's current window if the limit allows."""
+    async def consume(self, request: ConsumeRequest, caller: str = "") -> QuotaAnswer:
+        """Take ``request.cost`` units of the subject's current window if the limit allows;
+        ``caller`` (authenticated, or "") is remembered as the only one who may refund."""
         tier = self.registry.table.lookup(request.policy, request.tier)
         if tier.unlimited:
             self._count(request, "allowed")
@@ -180,7 +181,9 @@ class QuotaService:
         who = Subject(request.policy, request.tier, request.subject)
         try:
             outcome = await self.store.consume(
-                Consumption(who, window, request.cost, tier.limit, request.request_id, now)
+                Consumption(
+                    who, window, request.cost, tier.limit, request.request_id, now, caller
+                )
             )
         except StoreUnavailable as error:
             self._store_failed("consume", error, now)
@@ -201,8 +204,9 @@ class QuotaService:
     def _count(self, request: ConsumeRequest, result: str) -> None:
         self.metrics.count_decision(request.policy, request.tier, result)
 
-    async def refund(self, request: RefundRequest) -> RefundAnswer:
-        """Give back what ``request.request_id`` took, once (raises StoreUnavailable)."""
+    async def refund(self, request: RefundRequest, caller: str = "") -> RefundAnswer:
+        """Give back what ``request.request_id`` took, once, if ``caller`` consumed it
+        (raises StoreUnavailable)."""
         tier = self.registry.table.lookup(request.policy, request.tier)
         if tier.unlimited or tier.window_seconds is None:
             return RefundAnswer("unlimited", QuotaAnswer(request.policy, tier))
@@ -210,7 +214,9 @@ class QuotaService:
         window = Window.containing(now, tier.window_seconds)
         who = Subject(request.policy, request.tier, request.subject)
         try:
-            outcome = await self.store.refund(who, window, request.request_id, now)
+            outcome = await self.store.refund(
+                who, window, request.request_id, now, caller=caller
+            )
         except StoreUnavailable as error:
             self._store_failed("refund", error, now)
             raise

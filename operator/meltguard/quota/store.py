@@ -13,7 +13,12 @@ from typing import Literal, NamedTuple, Protocol
 from meltguard.core.windows import Window
 
 RefundReason = Literal[
-    "refunded", "unknown-request", "not-consumed", "already-refunded", "window-ended"
+    "refunded",
+    "unknown-request",
+    "not-consumed",
+    "already-refunded",
+    "window-ended",
+    "other-caller",
 ]
 
 
@@ -32,9 +37,10 @@ class Subject(NamedTuple):
 
 class Consumption(NamedTuple):
     """One consume request as the store sees it: take ``cost`` units of ``who``'s counter in
-    ``window`` if ``used + cost <= limit``; ``now`` is epoch seconds. (This and the other
-    per-decision values are NamedTuples: a frozen dataclass costs several times as much to
-    build, and every decision builds a few.)"""
+    ``window`` if ``used + cost <= limit``; ``now`` is epoch seconds; ``caller`` is the
+    authenticated caller asking ("" without authentication), the only one who may refund it.
+    (This and the other per-decision values are NamedTuples: a frozen dataclass costs several
+    times as much to build, and every decision builds a few.)"""
 
     who: Subject
     window: Window
@@ -42,6 +48,7 @@ class Consumption(NamedTuple):
     limit: int
     request_id: str | None
     now: float
+    caller: str = ""
 
 
 class ConsumeOutcome(NamedTuple):
@@ -74,9 +81,10 @@ class QuotaStore(Protocol):
         ...
 
     async def refund(
-        self, who: Subject, window: Window, request_id: str, now: float
+        self, who: Subject, window: Window, request_id: str, now: float, *, caller: str = ""
     ) -> RefundOutcome:
-        """Give back what ``request_id`` took, once, if its window is still the current one."""
+        """Give back what ``request_id`` took, once, if its window is still the current one
+        and ``caller`` is the caller that consumed it (else ``other-caller``, nothing moved)."""
         ...
 
     async def used(self, who: Subject, window: Window) -> int:
