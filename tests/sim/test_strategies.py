@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,27 +132,42 @@ def test_a_paused_policy_observes_but_changes_nothing(
     assert "Melting" in run.phases or "Hot" in run.phases  # it saw the surge all the same
 
 
-def test_the_cyclic_collector_is_paused_only_while_simulating(
-    small: tuple[Scenario, ImageQuotaPolicy], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import gc
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
-    scenario, policy = small
-    seen: list[bool] = []
-    real_run = strategies.MeltguardStrategy.control
+#: Runs the small scenario's meltguard strategy in a fresh interpreter, so that no thread left
+#: by another test (a fake kubelet, a server) makes cyclic garbage while the collector is off.
+COLLECTOR_PROBE = """
+import gc, json
+from meltguard.sim import strategies
+from meltguard.sim.compare import compare
+from meltguard.sim.scenario import parse_scenario
+from tests.sim.conftest import small_document
 
-    def control(self: strategies.MeltguardStrategy, now: float, fleet: Any) -> Any:
-        seen.append(gc.isenabled())
-        return real_run(self, now, fleet)
+scenario, policy = parse_scenario(small_document(), "small")
+seen = []
+real_control = strategies.MeltguardStrategy.control
 
-    monkeypatch.setattr(strategies.MeltguardStrategy, "control", control)
-    assert gc.isenabled()
-    gc.collect()
-    compare(scenario, policy, seed=1, strategies=[strategies.MeltguardStrategy(policy)])
-    assert seen and not any(seen)
-    assert gc.isenabled()
+def control(self, now, fleet):
+    seen.append(gc.isenabled())
+    return real_control(self, now, fleet)
+
+strategies.MeltguardStrategy.control = control
+enabled_before = gc.isenabled()
+gc.collect()
+compare(scenario, policy, seed=1, strategies=[strategies.MeltguardStrategy(policy)])
+print(json.dumps({"before": enabled_before, "seen": seen, "after": gc.isenabled(),
+                  "garbage": gc.collect()}))
+"""
+
+
+def test_the_cyclic_collector_is_paused_only_while_simulating() -> None:
+    done = subprocess.run([sys.executable, "-c", COLLECTOR_PROBE], capture_output=True,
+                          text=True, timeout=120, cwd=REPO_ROOT, check=True)
+    probe = json.loads(done.stdout.splitlines()[-1])
+    assert probe["before"] and probe["after"]
+    assert probe["seen"] and not any(probe["seen"])
     # what the pause let pile up: not even one cyclic object per control tick
-    assert gc.collect() < len(seen)
+    assert probe["garbage"] < len(probe["seen"])
 
 
 def test_shedding_a_later_tier_while_an_earlier_is_above_its_floor_is_counted(
