@@ -179,9 +179,9 @@ class CoolingPlan:
     def __init__(self, profiles: dict[str, GpuProfile], base: str,
                  failures: Sequence[CoolingFailure], *, gpus: int, gpus_per_node: int,
                  seed: int, start: float) -> None:
-        self._names = list(profiles)
-        self._profiles = [profiles[name] for name in self._names]
-        self._base = self._names.index(base)
+        names = list(profiles)
+        self._profiles = [profiles[name] for name in names]
+        self._base = names.index(base)
         self._deviations = np.random.default_rng(seed).standard_normal(gpus)
         self.start = start
         self.gpus = gpus
@@ -191,7 +191,7 @@ class CoolingPlan:
             _Failure(
                 start_seconds=failure.start_hour * 3600,
                 end_seconds=math.inf if failure.end_hour is None else failure.end_hour * 3600,
-                profile=self._names.index(failure.profile),
+                profile=names.index(failure.profile),
                 gpus=np.isin(node_of_gpu, affected_nodes(nodes, failure.node_share)),
             )
             for failure in failures
@@ -238,10 +238,6 @@ class CoolingPlan:
             if under_way:
                 assignment[failure.gpus] = failure.profile
         return assignment
-
-    def profile_names(self, now: float) -> list[str]:
-        """Each GPU's profile name at clock time ``now``."""
-        return [self._names[index] for index in self.assignment(self.active(now)).tolist()]
 
     def coolest_celsius(self) -> FloatArray:
         """Per GPU, a temperature it can never be below: the lowest idle steady state of any
