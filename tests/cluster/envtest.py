@@ -136,7 +136,8 @@ class ControlPlane:
                     "--controllers=*,-nodelifecycle", "--leader-elect=false", "--secure-port=0",
                     f"--service-account-private-key-file={self.sa_key}",
                     f"--root-ca-file={self.ca.pair.cert_path}",
-                    "--concurrent-deployment-syncs=2", "--concurrent-replicaset-syncs=2")
+                    "--concurrent-deployment-syncs=2", "--concurrent-replicaset-syncs=2",
+                    "--horizontal-pod-autoscaler-sync-period=1s")
         self._spawn("kube-scheduler", f"--kubeconfig={self.admin_kubeconfig}",
                     "--leader-elect=false", "--secure-port=0")
         return self
