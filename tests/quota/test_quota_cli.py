@@ -56,7 +56,7 @@ def test_help_lists_every_flag() -> None:
         (["--limits", "x", "--watch-configmaps", "ns"], "not allowed with argument"),
         ([], "one of the arguments --limits --watch-configmaps is required"),
         (["--limits", "x", "--on-store-error", "maybe"], "invalid choice: 'maybe'"),
-        (["--limits", "x", "--store", "mysql://db"], "--store must be 'memory' or a redis:// URL"),
+        (["--limits", "x", "--store", "mysql://db"], "--store must be 'memory', a redis:// URL"),
         (["--limits", "x", "--read-timeout", "0"], "--read-timeout must be positive, got 0"),
         (["--limits", "x", "--max-connections", "-1"], "--max-connections must be positive"),
         (["--limits", "x", "--max-request-ids", "0"], "--max-request-ids must be positive"),

@@ -155,7 +155,7 @@ async def test_a_stalled_redis_is_answered_within_the_timeout_and_charges_nothin
         await asyncio.sleep(0.5)
         assert (await peek(http, server.url, tier="plus"))["used"] == 1
         reader = redis.Redis(port=redis_server.port, decode_responses=True)
-        records = reader.keys("meltguard:quota:v1:r:*")
+        records = reader.keys("meltguard:quota:v2:r:*")
         reader.close()
         assert records == []  # no request record either: a retry is a new decision
     finally:

@@ -36,7 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
         default="memory",
-        help="'memory' (default, one replica) or redis://HOST:PORT/DB (shared, durable)",
+        help="'memory' (default, one replica), redis://HOST:PORT/DB (shared, durable) or "
+        "redis-cluster://HOST:PORT[,HOST:PORT...] (a Redis Cluster, named by some of its "
+        "nodes)",
     )
     limits = parser.add_mutually_exclusive_group(required=True)
     limits.add_argument(

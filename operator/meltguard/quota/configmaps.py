@@ -85,8 +85,12 @@ class ConfigMapLimitsSource:
                 if error.status.code == 410:
                     log.info("watch of ConfigMaps in %s expired; listing again", self.namespace)
                 else:
-                    log.warning("watching ConfigMaps in %s failed: %s %s", self.namespace,
-                                error.status.code, error.status.message)
+                    log.warning(
+                        "watching ConfigMaps in %s failed: %s %s",
+                        self.namespace,
+                        error.status.code,
+                        error.status.message,
+                    )
             except httpx2.HTTPError as error:
                 log.warning("watching ConfigMaps in %s failed: %s", self.namespace, error)
             await asyncio.sleep(self.retry_seconds)
@@ -115,9 +119,13 @@ class ConfigMapLimitsSource:
         selector: LabelSelector = {QUOTAS_LABEL: "true"}
         listing = self.client.list(ConfigMap, namespace=self.namespace, labels=selector)
         self._replace_all([configmap.to_dict() async for configmap in listing])
-        changes = self.client.watch(ConfigMap, namespace=self.namespace, labels=selector,
-                                    resource_version=listing.resourceVersion,
-                                    server_timeout=self.watch_timeout_seconds)
+        changes = self.client.watch(
+            ConfigMap,
+            namespace=self.namespace,
+            labels=selector,
+            resource_version=listing.resourceVersion,
+            server_timeout=self.watch_timeout_seconds,
+        )
         try:
             async with asyncio.timeout(self.watch_timeout_seconds):
                 async for event_type, configmap in changes:

@@ -1,12 +1,17 @@
 """Redis store: counters shared by every replica, atomic through Lua, durable with AOF/RDB.
 
-Consume and refund are each one Lua script (one round trip, atomic on the server): nothing
-is read in Python and written back. Keys are ``meltguard:quota:v1:`` followed by the
-percent-encoded parts joined with ``:``, so no subject string can reach another key.
+One server or a Redis Cluster (see :mod:`meltguard.quota.redis_clients`). Consume and
+refund are each one Lua script (one round trip, atomic on the server): nothing is read in
+Python and written back. Keys are ``meltguard:quota:v2:`` followed by the percent-encoded
+parts joined with ``:``, so no subject string can reach another key. Every key of one
+subject carries the hash tag ``{<policy>:<tier>:<subject>}``, so in a cluster they share a
+slot and each script touches one node only (a script whose keys span slots is refused).
 
-- counter ``...:c:<policy>:<tier>:<subject>:<windowSeconds>:<windowIndex>``: units used,
+- counter ``...:c:{<policy>:<tier>:<subject>}:<windowSeconds>:<windowIndex>``: units used,
   expiring a little after its window ends;
-- request ``...:r:<policy>:<tier>:<subject>:<requestId>``: a hash of the first answer
+- attempts ``...:a:{<policy>:<tier>:<subject>}:<windowSeconds>:<windowIndex>``: units asked
+  for, admitted or refused (the demand signal), expiring with the counter;
+- request ``...:r:{<policy>:<tier>:<subject>}:<requestId>``: a hash of the first answer
   (``allowed``, ``cost``, ``window``, ``refunded``, ``caller``: who consumed, the only one
   who may refund), kept for one window length.
 """
@@ -17,17 +22,16 @@ import asyncio
 import functools
 import math
 import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from meltguard.core.windows import Window
+from meltguard.quota.redis_clients import STORE_ERRORS, RedisClient, SlotMap, open_client
 from meltguard.quota.store import (
     ConsumeOutcome,
     Consumption,
@@ -36,29 +40,32 @@ from meltguard.quota.store import (
     Subject,
 )
 
-KEY_PREFIX = "meltguard:quota:v1"
+KEY_PREFIX = "meltguard:quota:v2"
 #: Counters outlive their window by this much, so a clock skew between replicas and Redis
 #: never drops a counter that a replica still considers current.
 EXPIRY_GRACE_SECONDS = 60
 
-# KEYS[1] counter, KEYS[2] request record (optional)
+# KEYS[1] counter, KEYS[2] attempts, KEYS[3] request record (optional)
 # ARGV: cost, limit, counter ttl, request ttl, window tag, deadline (microseconds, Redis's
-# clock), caller  ->  {allowed, used, replayed}, allowed -1 when run past the deadline
-# (no change)
+# clock), caller  ->  {allowed, used, replayed, attempts}, allowed -1 when run past the
+# deadline (no change)
 CONSUME_LUA = """
 local clock = redis.call('TIME')
 if tonumber(clock[1]) * 1000000 + tonumber(clock[2]) > tonumber(ARGV[6]) then
-  return {-1, 0, 0}
+  return {-1, 0, 0, 0}
 end
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local request = KEYS[2]
+local request = KEYS[3]
 if request then
   local prior = redis.call('HGET', request, 'allowed')
   if prior then
-    return {tonumber(prior), tonumber(redis.call('GET', KEYS[1]) or '0'), 1}
+    return {tonumber(prior), tonumber(redis.call('GET', KEYS[1]) or '0'), 1,
+      tonumber(redis.call('GET', KEYS[2]) or '0')}
   end
 end
+local attempts = redis.call('INCRBY', KEYS[2], cost)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local allowed = 0
 if used + cost <= limit then
@@ -71,7 +78,7 @@ if request then
     'caller', ARGV[7])
   redis.call('EXPIRE', request, ARGV[4])
 end
-return {allowed, used, 0}
+return {allowed, used, 0, attempts}
 """
 
 # KEYS[1] counter of the current window, KEYS[2] request record
@@ -110,22 +117,43 @@ def _quoted(part: str | int) -> str:
     return quote(str(part), safe="")
 
 
-def _key(kind: str, *parts: str | int) -> str:
-    return ":".join([KEY_PREFIX, kind, *map(_quoted, parts)])
+@functools.lru_cache(maxsize=65536)
+def hash_tag(who: Subject) -> str:
+    """``{<policy>:<tier>:<subject>}``: the part of every key of ``who`` that Redis Cluster
+    hashes to a slot (percent-encoding leaves no brace inside)."""
+    return "{" + ":".join(map(_quoted, who)) + "}"
+
+
+def _key(kind: str, who: Subject, *parts: str | int) -> str:
+    return ":".join([KEY_PREFIX, kind, hash_tag(who), *map(_quoted, parts)])
 
 
 def counter_key(who: Subject, window: Window) -> str:
     """Redis key of the counter of ``who`` in ``window``."""
-    return _key("c", who.policy, who.tier, who.subject, window.seconds, window.number)
+    return _key("c", who, window.seconds, window.number)
+
+
+def attempts_key(who: Subject, window: Window) -> str:
+    """Redis key of the units ``who`` asked for in ``window``, admitted or refused."""
+    return _key("a", who, window.seconds, window.number)
 
 
 def request_key(who: Subject, request_id: str) -> str:
     """Redis key of the answer given to ``request_id`` of ``who``."""
-    return _key("r", who.policy, who.tier, who.subject, request_id)
+    return _key("r", who, request_id)
 
 
 ScriptArgs = list[int | str]
 _Call = tuple[AsyncScript, list[str], ScriptArgs, "asyncio.Future[Any]"]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """The calls bound for one server: those waiting for a batch, and the batches out."""
+
+    pending: list[_Call] = field(default_factory=list)
+    flush_scheduled: bool = False
+    sending: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class ScriptPipeliner:
@@ -135,62 +163,77 @@ class ScriptPipeliner:
     script still runs alone and atomically on the server, but a batch costs one round trip
     and far less client work per decision. At most ``max_in_flight`` batches are out at
     once: calls made meanwhile wait for the next batch, so batches grow with the load
-    instead of the number of round trips. A batch that meets NOSCRIPT (Redis restarted and
-    lost its script cache) ran nothing of those calls, so the scripts are loaded and the
-    batch is sent once more.
+    instead of the number of round trips. A batch that meets NOSCRIPT (Redis restarted, or
+    a replica was promoted, and lost its script cache) ran nothing of those calls, so the
+    scripts are loaded and the batch is sent once more.
+
+    Calls are batched per server, as the client's slot map places a call's first key (in a cluster,
+    the master of its slot): a failing master then fails only its own calls, and the
+    others' batches are neither held back by it nor answered with its error. After a
+    failed batch the slot map is reloaded, which finds a promoted replica.
     """
 
     def __init__(
-        self, client: aioredis.Redis, max_batch: int = 256, max_in_flight: int = 2
+        self,
+        client: RedisClient,
+        max_batch: int = 256,
+        max_in_flight: int = 2,
     ) -> None:
         self._client = client
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._pending: list[_Call] = []
-        self._flush_scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()
+        self._slot_map = SlotMap(client)
+        self._lanes: dict[Hashable, _Lane] = {}
 
     async def call(self, script: AsyncScript, keys: list[str], args: ScriptArgs) -> Any:
         """Run ``script`` with ``keys``/``args`` in the next batch and return its result."""
         loop = asyncio.get_running_loop()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        lane = self._lanes.setdefault(self._slot_map.server_of(keys[0]), _Lane())
+        if not lane.flush_scheduled:
+            lane.flush_scheduled = True
+            loop.call_soon(self._flush, lane)
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((script, keys, args, future))
+        lane.pending.append((script, keys, args, future))
         return await future
 
-    def _flush(self) -> None:
+    def _flush(self, lane: _Lane) -> None:
         """Send what is pending while fewer than ``max_in_flight`` batches are out."""
-        self._flush_scheduled = False
-        while self._pending and len(self._sending) < self._max_in_flight:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
+        lane.flush_scheduled = False
+        while lane.pending and len(lane.sending) < self._max_in_flight:
+            batch = lane.pending[: self._max_batch]
+            del lane.pending[: self._max_batch]
             task = asyncio.create_task(self._send(batch))
-            self._sending.add(task)
-            task.add_done_callback(self._sent)
+            lane.sending.add(task)
+            task.add_done_callback(functools.partial(self._sent, lane))
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        self._flush()
+    def _sent(self, lane: _Lane, task: asyncio.Task[None]) -> None:
+        lane.sending.discard(task)
+        self._flush(lane)
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
             results = await self._execute(batch)
-        except (RedisError, OSError) as error:
+        except STORE_ERRORS as error:
             results = [error] * len(batch)
+        failed = False
         for (*_, future), result in zip(batch, results, strict=True):
+            failed = failed or isinstance(result, STORE_ERRORS)
             if future.done():  # the request was cancelled meanwhile
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+        if failed:
+            await self._slot_map.reload()
 
     async def _execute(self, batch: list[_Call], reload_scripts: bool = True) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # execute_command, not evalsha(): the cluster pipeline refuses evalsha() in
+                # case a script's keys span slots, which ours never do (one hash tag); it
+                # routes EVALSHA by its keys like any keyed command
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         if reload_scripts and any(isinstance(result, NoScriptError) for result in results):
             for script in {call[0] for call in batch}:
@@ -200,7 +243,8 @@ class ScriptPipeliner:
 
 
 class RedisStore:
-    """A :class:`~meltguard.quota.store.QuotaStore` in Redis (``redis://host:port/db``).
+    """A :class:`~meltguard.quota.store.QuotaStore` in Redis (``redis://host:port/db``) or a
+    Redis Cluster (``redis-cluster://host:port,host:port``).
 
     Each operation waits at most ``timeout_seconds`` to connect and to be answered, so an
     unreachable Redis costs a request about that, then --on-store-error decides. A broken
@@ -208,7 +252,9 @@ class RedisStore:
     retried, since the script may have run: retrying it could count twice (a retry of a
     request that carries a ``requestId`` is always safe). At most ``max_connections`` are
     opened; a burst beyond that queues for a free one, up to ``queue_seconds`` (a queue is
-    load, not a store failure).
+    load, not a store failure). In a cluster, the connections are per node and a burst
+    beyond them is refused at once, and a failover is a failure like any other until the
+    client finds the promoted replica (it reloads the slot map after a failed connection).
     """
 
     def __init__(
@@ -222,16 +268,12 @@ class RedisStore:
         #: Redis's clock minus ours, in seconds; measured by ping() and before the first consume
         self._clock_offset: float | None = None
         self._clock_lock = asyncio.Lock()
-        pool = aioredis.BlockingConnectionPool.from_url(
+        self._client = open_client(
             url,
+            timeout_seconds=timeout_seconds,
             max_connections=max_connections,
-            timeout=queue_seconds,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            decode_responses=True,
+            queue_seconds=queue_seconds,
         )
-        self._client = aioredis.Redis(connection_pool=pool)
         self._consume = self._client.register_script(CONSUME_LUA)
         self._refund = self._client.register_script(REFUND_LUA)
         self._pipeliner = ScriptPipeliner(self._client)
@@ -241,7 +283,9 @@ class RedisStore:
 
         A call that times out must not be charged later (Redis stalled, then ran the queued
         script): the script refuses to change anything past a deadline on Redis's own clock,
-        half the timeout after the call starts, leaving the other half for the answer.
+        half the timeout after the call starts, leaving the other half for the answer. (In
+        a cluster the offset is measured on one node and the deadline checked on another:
+        their clocks must agree to well within that half, as NTP keeps them.)
         """
         try:
             async with asyncio.timeout(self._timeout):
@@ -258,7 +302,7 @@ class RedisStore:
                     await self.ping()
         assert self._clock_offset is not None
         deadline = started + self._clock_offset + self._timeout / 2
-        keys = [counter_key(take.who, take.window)]
+        keys = [counter_key(take.who, take.window), attempts_key(take.who, take.window)]
         if take.request_id is not None:
             keys.append(request_key(take.who, take.request_id))
         counter_ttl = math.ceil(take.window.end - take.now) + EXPIRY_GRACE_SECONDS
@@ -272,12 +316,14 @@ class RedisStore:
             take.caller,
         ]
         try:
-            allowed, used, replayed = await self._pipeliner.call(self._consume, keys, args)
-        except (RedisError, OSError) as error:
+            allowed, used, replayed, attempts = await self._pipeliner.call(
+                self._consume, keys, args
+            )
+        except STORE_ERRORS as error:
             raise StoreUnavailable(f"redis consume failed: {error}") from error
         if allowed == -1:
             raise StoreUnavailable("redis ran the consume past its deadline; nothing was charged")
-        return ConsumeOutcome(bool(allowed), int(used), bool(replayed))
+        return ConsumeOutcome(bool(allowed), int(used), int(attempts), bool(replayed))
 
     async def refund(
         self, who: Subject, window: Window, request_id: str, now: float, *, caller: str = ""
@@ -285,14 +331,14 @@ class RedisStore:
         keys = [counter_key(who, window), request_key(who, request_id)]
         try:
             reason, used = await self._pipeliner.call(self._refund, keys, [window.tag, caller])
-        except (RedisError, OSError) as error:
+        except STORE_ERRORS as error:
             raise StoreUnavailable(f"redis refund failed: {error}") from error
         return RefundOutcome(reason, int(used))
 
     async def used(self, who: Subject, window: Window) -> int:
         try:
             value = await self._client.get(counter_key(who, window))
-        except (RedisError, OSError) as error:
+        except STORE_ERRORS as error:
             raise StoreUnavailable(f"redis read failed: {error}") from error
         return int(value or 0)
 
@@ -301,10 +347,10 @@ class RedisStore:
         try:
             asked = time.time()
             seconds, microseconds = await self._client.time()
-        except (RedisError, OSError) as error:
+        except STORE_ERRORS as error:
             raise StoreUnavailable(f"redis ping failed: {error}") from error
         answered = time.time()
         self._clock_offset = seconds + microseconds / 1e6 - (asked + answered) / 2
 
     async def close(self) -> None:
-        await self._client.aclose(close_connection_pool=True)
+        await self._client.aclose()

@@ -20,6 +20,7 @@ from meltguard.quota.grpc_service import RateLimitServicer, start_grpc_server
 from meltguard.quota.limits import LimitsRegistry
 from meltguard.quota.memory_store import DEFAULT_MAX_REQUESTS, MemoryStore
 from meltguard.quota.metrics import QuotaMetrics
+from meltguard.quota.redis_clients import CLUSTER_SCHEME
 from meltguard.quota.redis_store import RedisStore, redacted_url
 from meltguard.quota.service import OnStoreError, QuotaService
 from meltguard.quota.sources import FileLimitsSource
@@ -62,12 +63,16 @@ class ServerOptions:
 def open_store(
     url: str, timeout_seconds: float = 1.0, max_request_ids: int = DEFAULT_MAX_REQUESTS
 ) -> QuotaStore:
-    """``memory`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
+    """``memory``, a ``redis://`` / ``rediss://`` / ``unix://`` URL, or a
+    ``redis-cluster://HOST:PORT[,HOST:PORT...]`` URL (a ValueError names what is wrong)."""
     if url == "memory":
         return MemoryStore(max_request_ids)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", f"{CLUSTER_SCHEME}://")):
         return RedisStore(url, timeout_seconds)
-    raise ValueError(f"--store must be 'memory' or a redis:// URL, got {redacted_url(url)!r}")
+    raise ValueError(
+        "--store must be 'memory', a redis:// URL or a redis-cluster:// URL, "
+        f"got {redacted_url(url)!r}"
+    )
 
 
 def start_limits(
@@ -139,9 +144,7 @@ async def _start_http(
     ``--read-timeout`` to send a request's headers (or to stay idle), then as long for its
     body, and ``HTTP_DRAIN_SECONDS`` to finish after SIGTERM."""
     metrics = service.metrics
-    cap = ConnectionCap(
-        fit_open_files(options.max_connections), metrics.connections_evicted.inc
-    )
+    cap = ConnectionCap(fit_open_files(options.max_connections), metrics.connections_evicted.inc)
     metrics.connections_open.set_function(lambda: len(cap))
     runner = CappedRunner(
         create_app(

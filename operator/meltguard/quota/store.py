@@ -53,10 +53,13 @@ class Consumption(NamedTuple):
 
 class ConsumeOutcome(NamedTuple):
     """``allowed``: whether the units were taken; ``used``: units used in the window now;
+    ``attempts``: units the subject asked for in the window so far, admitted or refused,
+    this request included (a replay adds nothing); it feeds the demand signal;
     ``replayed``: the request id was seen before and this is its first answer again."""
 
     allowed: bool
     used: int
+    attempts: int
     replayed: bool = False
 
 
