@@ -159,11 +159,13 @@ async def timed_runs(
     return walls, cpus
 
 
-async def measure_ingest(endpoints: list[str], pods: set[tuple[str, str]], runs: int) -> None:
+def scrape_source(endpoints: list[str]) -> ScrapeSource:
+    """The ``exporter`` source reading these endpoints (as if listed from exporter pods)."""
+
     async def list_endpoints(namespace: str, labels: Mapping[str, str], port: int) -> list[str]:
         return endpoints
 
-    source = ScrapeSource(
+    return ScrapeSource(
         EXPORTER_SCHEMA,
         namespace="meltguard-system",
         match_labels={},
@@ -171,6 +173,10 @@ async def measure_ingest(endpoints: list[str], pods: set[tuple[str, str]], runs:
         list_endpoints=list_endpoints,
         metrics=IngestMetrics(CollectorRegistry()),
     )
+
+
+async def measure_ingest(endpoints: list[str], pods: set[tuple[str, str]], runs: int) -> None:
+    source = scrape_source(endpoints)
     try:
         cold, _ = await timed_runs(lambda: source.read(pods, NOW), 1)
         reading = await source.read(pods, NOW)

@@ -41,6 +41,9 @@ def container_commands(helm: Helm, files: tuple[Path, ...], settings: list[str])
 def test_every_container_command_parses(
     helm: Helm, files: tuple[Path, ...], settings: list[str]
 ) -> None:
+    if any(path.stem == "sharded-values" for path in files):
+        # Namespaces are listed per shard there; operator.watchNamespaces would contradict them.
+        settings = [s for s in settings if not s.startswith("operator.watchNamespaces")]
     commands = container_commands(helm, files, settings)
     assert commands
     for args in commands:

@@ -22,6 +22,7 @@ from .helm import (
     pod_specs,
     values_files,
 )
+from .test_shards import BAD_SHARDS
 
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest known.
 KUBE_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
@@ -295,6 +296,7 @@ def test_quota_limits_from_mounted_configmaps(helm: Helm) -> None:
         (["image.digest=latest"], "/image/digest"),
         (["alerts.melting.for=soon"], "/alerts/melting/for"),
         (["operator.watchNamespaces={team-*}"], "/operator/watchNamespaces/0"),
+        *BAD_SHARDS,
     ],
 )
 def test_bad_values_fail_with_a_message_naming_them(
@@ -320,12 +322,14 @@ def test_network_policies_admit_only_the_configured_peers(helm: Helm) -> None:
         rule["ports"][0]["port"]: rule["from"]
         for rule in policies["meltguard-quota-server"]["ingress"]
     }
-    assert quota_rules == {8080: [gateway], 8081: [gateway], 9090: [monitoring]}
     exporter_from = policies["meltguard-exporter"]["ingress"][0]["from"]
     assert exporter_from[0] == monitoring
-    assert exporter_from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == (
+    operator_pods = exporter_from[1]
+    assert operator_pods["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == (
         "meltguard-operator"
     )
+    # The operator also reads the quota service's demand page on its metrics port.
+    assert quota_rules == {8080: [gateway], 8081: [gateway], 9090: [monitoring, operator_pods]}
     assert all(p["policyTypes"] == ["Ingress"] for p in policies.values())
 
 

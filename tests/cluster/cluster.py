@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -263,6 +264,19 @@ def operator_process(kubeconfig: Path, log: Path, *extra: str) -> MeltguardProce
     """``meltguard operator`` without its metrics and liveness servers (no port clashes)."""
     return MeltguardProcess(kubeconfig, ["operator", "--metrics-port=0", "--liveness=",
                                          *extra], log)
+
+
+def ticks_served(metrics_port: int) -> int:
+    """The policy ticks an operator has made (``meltguard_reconcile_seconds_count`` on its
+    metrics port); 0 before it serves them."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                    timeout=2) as answer:
+            page = answer.read().decode()
+    except OSError:
+        return 0
+    return sum(int(float(line.split()[-1])) for line in page.splitlines()
+               if line.startswith("meltguard_reconcile_seconds_count"))
 
 
 def deployment_replicas(cluster: Cluster, namespace: str, name: str) -> int:

@@ -153,9 +153,12 @@ annotations:
 
 {{/*
 The namespaces whose quota ConfigMaps the quota server watches: quotaServer.limits.watchNamespace,
-else where the operator writes them (its watchNamespaces, or "*" for all namespaces).
+else where the operator writes them (the namespaces of its shards, or "*" for all namespaces).
 */}}
 {{- define "meltguard.quotaWatchNamespaces" -}}
-{{- $operatorNamespaces := .Values.operator.watchNamespaces -}}
+{{- $operatorNamespaces := list -}}
+{{- range include "meltguard.operatorShards" . | fromJsonArray }}
+{{- $operatorNamespaces = concat $operatorNamespaces .namespaces -}}
+{{- end }}
 {{- default (empty $operatorNamespaces | ternary "*" (join "," $operatorNamespaces)) .Values.quotaServer.limits.watchNamespace -}}
 {{- end }}
