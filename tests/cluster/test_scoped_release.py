@@ -19,6 +19,7 @@ from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import ConfigMap
 from lightkube.resources.rbac_authorization_v1 import Role
 
+from meltguard.k8s.client import Policy
 from meltguard.k8s.rbac import API_CALLS
 from tests.k8s.harness import SimulatedExporter, free_port, policy
 
@@ -135,31 +136,74 @@ def test_the_loop_under_the_scoped_releases_service_accounts(scoped: Cluster,
 
 # ---- least privilege -------------------------------------------------------------------
 
-Trigger = Callable[[SimulatedExporter], None]
+
+class Running:
+    """What a rule's trigger acts on: the cluster, the exporter, the operator process."""
+
+    def __init__(self, cluster: Cluster, exporter: SimulatedExporter, log: Path) -> None:
+        self.cluster, self.exporter, self.log = cluster, exporter, log
+        self.kubeconfig = cluster.service_account_kubeconfig(RELEASE_NS, OPERATOR)
+        self.starts = 0
+        self.operator = self._start()
+
+    def _start(self) -> MeltguardProcess:
+        self.starts += 1
+        return operator_process(self.kubeconfig, self.log.with_suffix(f".{self.starts}.log"),
+                                f"--namespace={NS}", "--peering=meltguard", "--priority=100")
+
+    def restart(self) -> None:
+        self.operator.stop()
+        self.operator = self._start()
+
+    def stop(self) -> None:
+        self.operator.stop()
 
 
-def no_trigger(_: SimulatedExporter) -> None:
-    """The call is made at every tick or keep-alive anyway."""
+Trigger = Callable[[Running], None]
 
 
-def heat(exporter: SimulatedExporter) -> None:
-    asyncio.run(exporter.heat(throttled=True))
+def no_trigger(_: Running) -> None:
+    """The call is made at every keep-alive anyway."""
 
 
-def cool(exporter: SimulatedExporter) -> None:
-    asyncio.run(exporter.cool())
+def restart(running: Running) -> None:
+    """A watch cache lists when it starts: a restarted operator must list again."""
+    running.restart()
 
 
-#: (namespace of the Role, resource of the rule, what makes the operator call it now)
+def heat(running: Running) -> None:
+    asyncio.run(running.exporter.heat(throttled=True))
+
+
+def cool(running: Running) -> None:
+    asyncio.run(running.exporter.cool())
+
+
+def raise_statefulset_floor(running: Running) -> None:
+    """The StatefulSet policy's floor goes up by one: its target must be scaled."""
+    floor = running.cluster.get(Policy, "sts", NS)["spec"]["minReplicas"]
+    running.cluster.patch(Policy, "sts", {"spec": {"minReplicas": floor + 1}}, NS)
+
+
+def edit_spec(running: Running) -> None:
+    """A spec change: kopf handles it and records it in its annotation (a patch)."""
+    ceiling = running.cluster.get(Policy, "imagegen", NS)["spec"]["maxReplicas"]
+    running.cluster.patch(Policy, "imagegen", {"spec": {"maxReplicas": ceiling + 1}}, NS)
+
+
+#: (namespace of the Role, resource of the rule, what makes the operator call it now); the
+#: writes happen only on change, so heat and cool take turns to change something each time.
 RULES: list[tuple[str, str, Trigger]] = [
-    (RELEASE_NS, "pods", no_trigger),
-    (NS, "pods", no_trigger),
-    (NS, "deployments/scale", no_trigger),
-    (NS, "statefulsets/scale", no_trigger),
-    (NS, "configmaps", no_trigger),
-    (NS, "imagequotapolicies", no_trigger),
+    (RELEASE_NS, "pods", restart),
+    (NS, "pods", restart),
+    (NS, "deployments", restart),
+    (NS, "statefulsets", restart),
+    (NS, "deployments/scale", heat),
+    (NS, "statefulsets/scale", raise_statefulset_floor),
+    (NS, "configmaps", cool),
     (NS, "imagequotapolicies/status", heat),
     (NS, "events", cool),
+    (NS, "imagequotapolicies", edit_spec),
     (NS, "kopfpeerings", no_trigger),  # last: kopf may give up without its peering
 ]
 
@@ -179,34 +223,33 @@ def test_every_rule_of_the_operators_roles_is_needed(scoped: Cluster, tmp_path: 
     user = service_account_user(RELEASE_NS, OPERATOR)
     roles = {namespace: cluster.get(Role, OPERATOR, namespace) for namespace in (NS, RELEASE_NS)}
     assert len(RULES) == sum(len(role["rules"]) for role in roles.values()), "a rule untried"
+    running = Running(cluster, exporter, tmp_path / "operator")
     try:
-        with operator_process(cluster.service_account_kubeconfig(RELEASE_NS, OPERATOR),
-                              tmp_path / "operator.log", f"--namespace={NS}",
-                              "--peering=meltguard", "--priority=100"):
-            cluster.create(scoped_policy("imagegen", "solo", exporter.port, maxReplicas=3))
-            sts = scoped_policy("sts", "sts-solo", exporter.port, minReplicas=2)
-            sts["spec"]["scaleTargetRef"]["kind"] = "StatefulSet"
-            cluster.create(sts)
-            eventually(lambda: served(cluster), timeout=60, what="a first tick")
-            for namespace, resource, trigger in RULES:
-                rules = roles[namespace]["rules"]
-                kept = [rule for rule in rules if rule["resources"] != [resource]]
-                assert len(kept) == len(rules) - 1, f"no rule for {resource} in {namespace}"
-                since = len(cluster.plane.audit_events())
-                cluster.patch(Role, OPERATOR, {"rules": kept}, namespace)
-                started = time.monotonic()
-                try:
-                    trigger(exporter)
-                    denied = eventually(
-                        lambda resource=resource, since=since: [
-                            event for event in audited(cluster, user, since)
-                            if event.get("responseStatus", {}).get("code") == 403
-                            and api_verb(event)[1] == resource],
-                        timeout=30, what=f"a refused call without the {resource} rule")
-                finally:
-                    cluster.patch(Role, OPERATOR, {"rules": rules}, namespace)
-                print(f"without {resource} in {namespace}: {denied[0]['verb']} refused after "
-                      f"{time.monotonic() - started:.1f} s -> {why(resource, namespace)}")
+        cluster.create(scoped_policy("imagegen", "solo", exporter.port, maxReplicas=3))
+        sts = scoped_policy("sts", "sts-solo", exporter.port, minReplicas=2, maxReplicas=9)
+        sts["spec"]["scaleTargetRef"]["kind"] = "StatefulSet"
+        cluster.create(sts)
+        eventually(lambda: served(cluster), timeout=60, what="a first tick")
+        for namespace, resource, trigger in RULES:
+            rules = roles[namespace]["rules"]
+            kept = [rule for rule in rules if rule["resources"] != [resource]]
+            assert len(kept) == len(rules) - 1, f"no rule for {resource} in {namespace}"
+            since = len(cluster.plane.audit_events())
+            cluster.patch(Role, OPERATOR, {"rules": kept}, namespace)
+            started = time.monotonic()
+            try:
+                trigger(running)
+                denied = eventually(
+                    lambda resource=resource, since=since: [
+                        event for event in audited(cluster, user, since)
+                        if event.get("responseStatus", {}).get("code") == 403
+                        and api_verb(event)[1] == resource],
+                    timeout=30, what=f"a refused call without the {resource} rule")
+            finally:
+                cluster.patch(Role, OPERATOR, {"rules": rules}, namespace)
+            print(f"without {resource} in {namespace}: {denied[0]['verb']} refused after "
+                  f"{time.monotonic() - started:.1f} s -> {why(resource, namespace)}")
     finally:
+        running.stop()
         exporter.stop()
         remove_policies(cluster, NS)

@@ -354,6 +354,12 @@ class MeltguardOperator(KopfThread):
                          clusterwide=clusterwide, settings=settings, peering_name=peering_name)
         self.server = server
 
+    def ticks(self) -> int:
+        """How many ticks (of every policy) have ended so far."""
+        family = self.metrics.reconcile_seconds.collect()[0]
+        return int(next(sample.value for sample in family.samples
+                        if sample.name.endswith("_count")))
+
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await super().__aexit__(exc_type, exc, tb)

@@ -29,14 +29,6 @@ NS = "inference"
 QUOTAS = "imagegen-quotas"
 
 
-def ticks_since(api: ApiServer, start: int, name: str = "imagegen") -> int:
-    """How many ticks (fresh policy reads) began after request number ``start``."""
-    return sum(1 for request in api.request_log[start:]
-               if request.method == "GET" and request.name == name
-               and request.resource is not None and request.resource.plural == "imagequotapolicies"
-               and request.subresource is None and request.params.get("watch") != "true")
-
-
 def scale_patches(api: ApiServer) -> list[int]:
     return [request.data["spec"]["replicas"] for request in api.request_log
             if request.method == "PATCH" and request.subresource == "scale"]
@@ -44,15 +36,15 @@ def scale_patches(api: ApiServer) -> list[int]:
 
 async def test_heat_scales_up_within_a_tick_then_hot_then_melting(api: ApiServer) -> None:
     async with start_fleet(api, NS, "worker", 2) as exporter, \
-            MeltguardOperator(api, namespaces=[NS]):
+            MeltguardOperator(api, namespaces=[NS]) as operator:
         api.create_object(POLICIES, policy(NS, "imagegen", "worker", exporter.port))
         await eventually(lambda: status_of(api, NS, "imagegen").get("phase") == "Cool",
                          what="a first Cool tick")
-        heated_at = len(api.request_log)
+        heated_at = operator.ticks()
         await exporter.heat()
         await eventually(lambda: replicas_now(api, NS, "worker") > 2, what="a scale-up")
         # the tick running when the heat began may have read old samples; the next one scales
-        assert ticks_since(api, heated_at) <= 2
+        assert operator.ticks() - heated_at <= 2
         await eventually(lambda: status_of(api, NS, "imagegen").get("phase") == "Melting",
                          what="Melting after sustainSeconds")
         seen = phases(api, NS, "imagegen")
@@ -150,7 +142,7 @@ def _status_versions(api: ApiServer) -> list[dict[str, Any]]:
 async def test_telemetry_lost_holds_everything(api: ApiServer) -> None:
     exporter = start_fleet(api, NS, "worker", 2)
     try:
-        async with MeltguardOperator(api, namespaces=[NS]):
+        async with MeltguardOperator(api, namespaces=[NS]) as operator:
             await exporter.heat(throttled=True)
             api.create_object(POLICIES, policy(NS, "imagegen", "worker", exporter.port,
                                                maxReplicas=2))
@@ -163,8 +155,8 @@ async def test_telemetry_lost_holds_everything(api: ApiServer) -> None:
             telemetry = condition_of(api, NS, "imagegen", "TelemetryAvailable")
             assert telemetry["status"] == "False"
             await eventually(lambda: events_with(api, "TelemetryLost"), what="TelemetryLost")
-            ticks = len(api.request_log)
-            await eventually(lambda: ticks_since(api, ticks) >= 3, what="three more ticks")
+            ticks = operator.ticks()
+            await eventually(lambda: operator.ticks() >= ticks + 3, what="three more ticks")
             assert limit_steps(api, NS, QUOTAS) == held  # onTelemetryLoss: hold
             assert replicas_now(api, NS, "worker") == 2
     finally:

@@ -23,10 +23,10 @@ from meltguard.k8s.act import (
     quota_configmap,
     quota_document,
 )
-from meltguard.k8s.handlers import interval_of
+from meltguard.k8s.handlers import interval_of, until_next_tick
 from meltguard.k8s.metrics import METRIC_NAMES, OperatorMetrics
-from meltguard.k8s.reconcile import held_decision, hold_reason
-from meltguard.k8s.world import label_selector, pod_endpoint, waits_for_gpu
+from meltguard.k8s.reconcile import Reconciler, held_decision, hold_reason
+from meltguard.k8s.world import running_ip, waits_for_gpu
 
 from .harness import pod, policy
 from .kmock_apiserver import merge_patch
@@ -60,13 +60,12 @@ def test_pods_waiting_for_gpus(message: str, phase: str, expected: bool) -> None
 
 
 def test_endpoints_only_for_running_pods_with_an_ip() -> None:
-    assert pod_endpoint(pod("ns", "p", {}, ip="10.0.0.7"), 9400) == "10.0.0.7:9400"
-    assert pod_endpoint(pod("ns", "p", {}, waiting_for_gpu=True), 9400) is None
-    assert pod_endpoint(pod("ns", "p", {}, ip=None), 9400) is None
+    assert running_ip(pod("ns", "p", {}, ip="10.0.0.7")) == "10.0.0.7"
+    assert running_ip(pod("ns", "p", {}, waiting_for_gpu=True)) is None
+    assert running_ip(pod("ns", "p", {}, ip=None)) is None
     deleting = pod("ns", "p", {})
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    assert pod_endpoint(deleting, 9400) is None
-    assert label_selector({"b": "2", "a": "1"}) == "a=1,b=2"
+    assert running_ip(deleting) is None
 
 
 @pytest.mark.parametrize(("old", "new"), [
@@ -136,12 +135,30 @@ def test_interval_of(interval: Any, expected: float) -> None:
     spec.pop("intervalSeconds")
     if interval is not None:
         spec["intervalSeconds"] = interval
-    assert interval_of(spec) == expected
+    assert interval_of({"spec": spec}) == expected
+
+
+@pytest.mark.parametrize(("interval", "now", "expected"), [
+    (1.0, 100.25, 0.75), (5.0, 12.0, 3.0), (5.0, 15.0, 5.0), (60.0, 119.5, 0.5)])
+def test_ticks_fall_on_the_multiples_of_the_interval(interval: float, now: float,
+                                                     expected: float) -> None:
+    assert until_next_tick(interval, now) == pytest.approx(expected)
+
+
+def test_a_spec_is_parsed_once_per_generation() -> None:
+    reconciler = Reconciler(None, None, None, None, None, OperatorMetrics())  # type: ignore[arg-type]
+    body = {**POLICY, "spec": {**POLICY["spec"], "maxReplicas": 7}}
+    first = reconciler.spec_of(body)
+    assert reconciler.spec_of({**body, "spec": {}}) is first  # same generation: remembered
+    changed = {**body, "metadata": {**body["metadata"], "generation": 4},
+               "spec": {**body["spec"], "maxReplicas": 9}}
+    assert reconciler.spec_of(changed).max_replicas == 9
+    assert interval_of(changed, reconciler.spec_of) == 1.0
 
 
 def test_interval_of_an_invalid_spec_is_the_default() -> None:
     spec = {**policy("ns", "p", "worker")["spec"], "intervalSeconds": 2, "minReplicas": -1}
-    assert interval_of(spec) == 5.0
+    assert interval_of({"spec": spec}) == 5.0
 
 
 def test_metrics_record_a_decision_and_forget_a_policy() -> None:

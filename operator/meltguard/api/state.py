@@ -73,6 +73,21 @@ class ControllerState(_Plain):
     placeable_replicas: int | None = Field(default=None, ge=0)
     #: since when the target's pods have been waiting for GPUs without a break
     pending_since: float | None = None
+    #: images one fully busy GPU makes per second, learnt on steady (Cool or Warm) ticks
+    #: (demand-aware quotas' budget; see meltguard.core.headroom)
+    images_per_gpu_second: float | None = Field(default=None, ge=0)
+    #: the replicas placed when the cluster last refused some, kept after the ceiling is
+    #: forgotten: demand-aware quotas budget for no more until the cluster places more
+    placed_at_most: int | None = Field(default=None, ge=0)
+    #: images per second the last quota cut for heat left, and when (the budget grows back
+    #: from it; see meltguard.core.headroom)
+    heat_cut: float | None = Field(default=None, ge=0)
+    heat_cut_time: float | None = None
+    #: Only in the stored status, never seen by the core: the recommendation made at every
+    #: tick since ``time`` and still made at the last tick, kept apart from
+    #: ``recommendations`` so that the status does not change every tick. A restarted
+    #: operator counts it as made up to its own first tick (see meltguard.k8s.memory).
+    recommending: Recommendation | None = None
 
     @classmethod
     def initial(cls) -> ControllerState:

@@ -9,10 +9,11 @@ last page). An endpoint that fails marks lost the GPUs it served last time.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import operator
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from meltguard.collector import collector_paused
 from meltguard.core.observation import GpuSample
@@ -24,9 +25,33 @@ from meltguard.ingest.source import EndpointError, ListEndpoints, Pods, Telemetr
 from meltguard.ingest.table import Collected, Served
 
 log = logging.getLogger(__name__)
-_UUID = operator.attrgetter("uuid")
+PodKey = tuple[str, str]
 
-WantedPods = frozenset[tuple[str, str]]
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """One scrape of every endpoint, shared by every reader: the GPUs by pod.
+
+    ``lost_by_pod`` holds the GPUs that endpoints failing this time served last time (the
+    core counts them stale); ``errors`` and ``rejected`` are the scrape's, whoever reads.
+    """
+
+    at: float
+    by_pod: Mapping[PodKey, tuple[GpuSample, ...]]
+    lost_by_pod: Mapping[PodKey, frozenset[str]]
+    errors: tuple[EndpointError, ...]
+    rejected: Mapping[str, int]
+
+    def reading(self, pods: Pods) -> TelemetryReading:
+        """What this scrape found for ``pods``."""
+        samples = tuple(itertools.chain.from_iterable(
+            map(self.by_pod.get, pods, itertools.repeat(()))))
+        lost = frozenset(itertools.chain.from_iterable(
+            map(self.lost_by_pod.get, pods, itertools.repeat(frozenset()))))
+        if lost:
+            lost -= {sample.uuid for sample in samples}
+        return TelemetryReading(samples=samples, lost_gpus=lost, errors=self.errors,
+                                rejected=self.rejected)
 
 
 class ScrapeSource:
@@ -57,46 +82,47 @@ class ScrapeSource:
         self._served: dict[str, Served] = {}
 
     async def read(self, pods: Pods, now: float) -> TelemetryReading:
-        wanted = frozenset(pods)
+        return (await self.scrape(now)).reading(pods)
+
+    async def scrape(self, now: float) -> Scrape:
+        """Every endpoint's GPUs, for any number of readers (``now`` stamps the samples that
+        carry no time of their own)."""
         try:
             async with asyncio.timeout(self.discovery_timeout):
                 endpoints = await self._list_endpoints(self.namespace, self.match_labels, self.port)
         except TimeoutError:
             message = f"no endpoint list within {self.discovery_timeout:g}s"
-            return self._discovery_failed(TimeoutError(message), wanted)
+            return self._discovery_failed(TimeoutError(message), now)
         except Exception as error:  # the operator's lookup failing must not stop the tick
-            return self._discovery_failed(error, wanted)
+            return self._discovery_failed(error, now)
         pages = await self._scraper.fetch_all(endpoints)
         # a synchronous burst with no await: nothing else runs while the collector is paused
         with collector_paused():
-            return self._ingest_all(pages, wanted, now)
+            return self._ingest_all(pages, now)
 
-    def _ingest_all(
-        self, pages: Mapping[str, bytes | ScrapeError], pods: WantedPods, now: float
-    ) -> TelemetryReading:
+    def _ingest_all(self, pages: Mapping[str, bytes | ScrapeError], now: float) -> Scrape:
         self._readers = {e: self._readers.get(e) or PageReader(self.schema) for e in pages}
         self._served = {e: s for e, s in self._served.items() if e in pages}
         tables: list[Collected] = []
-        lost: set[str] = set()
+        lost: list[Served] = []
         errors: list[EndpointError] = []
-        rejected: Counter[str] = Counter()
         for endpoint, page in pages.items():
             outcome = self._ingest(endpoint, page)
             if isinstance(outcome, EndpointError):
                 errors.append(outcome)
-                lost |= self._lost(endpoint, pods)
+                if endpoint in self._served:
+                    lost.append(self._served[endpoint])
             else:
                 tables.append(outcome)
         table = Collected.merge(self.schema, tables)
-        samples = table.samples(pods, now)
-        rejected.update(table.rejected)
-        return self._finish(samples, lost=lost, errors=errors, rejected=rejected)
+        samples = table.samples(None, now)  # every GPU: each reader takes its pods' share
+        return self._finish(now, samples, lost=lost, errors=errors, rejected=table.rejected)
 
-    def _discovery_failed(self, error: Exception, pods: WantedPods) -> TelemetryReading:
+    def _discovery_failed(self, error: Exception, now: float) -> Scrape:
         log.warning("listing %s endpoints failed: %s", self.schema.source, error)
-        lost = set().union(*(self._lost(endpoint, pods) for endpoint in self._served))
         failure = EndpointError("discovery", "discovery", f"listing endpoints: {error}")
-        return self._finish([], lost=lost, errors=[failure], rejected=Counter())
+        return self._finish(now, [], lost=list(self._served.values()), errors=[failure],
+                            rejected=Counter())
 
     def _ingest(self, endpoint: str, page: bytes | ScrapeError) -> Collected | EndpointError:
         """One endpoint's table, or why it has none (its lines then count as nothing)."""
@@ -109,31 +135,34 @@ class ScrapeSource:
         self._served[endpoint] = table.served()
         return table
 
-    def _lost(self, endpoint: str, pods: WantedPods) -> set[str]:
-        served = self._served.get(endpoint)
-        if served is None:
-            return set()
-        return {uuid for uuid, pod in served.pods().items() if pod in pods}
-
     def _finish(
         self,
+        now: float,
         samples: list[GpuSample],
         *,
-        lost: set[str],
+        lost: list[Served],
         errors: list[EndpointError],
         rejected: Counter[str],
-    ) -> TelemetryReading:
-        uuids = set(map(_UUID, samples))
-        if len(uuids) < len(samples):  # two endpoints claim one GPU: keep the first
-            unique: dict[str, GpuSample] = {}
-            for sample in samples:
-                unique.setdefault(sample.uuid, sample)
-            rejected["duplicate"] += len(samples) - len(unique)
-            samples = list(unique.values())
+    ) -> Scrape:
+        by_pod: dict[PodKey, list[GpuSample]] = {}
+        seen: set[str] = set()
+        for sample in samples:
+            if sample.uuid in seen:  # two endpoints claim one GPU: keep the first
+                rejected["duplicate"] += 1
+                continue
+            seen.add(sample.uuid)
+            if sample.namespace is not None and sample.pod is not None:
+                by_pod.setdefault((sample.namespace, sample.pod), []).append(sample)
+        lost_by_pod: dict[PodKey, set[str]] = {}
+        for served in lost:
+            for uuid, (namespace, pod) in served.pods().items():
+                if uuid not in seen and namespace is not None and pod is not None:
+                    lost_by_pod.setdefault((namespace, pod), set()).add(uuid)
         self._metrics.count(self.schema.source, errors, rejected)
-        return TelemetryReading(
-            samples=tuple(samples),
-            lost_gpus=frozenset(lost - uuids),
+        return Scrape(
+            at=now,
+            by_pod={pod: tuple(found) for pod, found in by_pod.items()},
+            lost_by_pod={pod: frozenset(uuids) for pod, uuids in lost_by_pod.items()},
             errors=tuple(errors),
             rejected=dict(rejected),
         )

@@ -174,8 +174,10 @@ class Collected:
         merged._present = present
         return merged
 
-    def samples(self, pods: Collection[tuple[str, str]], sampled_at: float) -> list[GpuSample]:
-        """Checked samples of the GPUs held by one of ``pods`` ((namespace, pod) pairs).
+    def samples(self, pods: Collection[tuple[str, str]] | None,
+                sampled_at: float) -> list[GpuSample]:
+        """Checked samples of the GPUs held by one of ``pods`` ((namespace, pod) pairs), or
+        of every GPU when ``pods`` is None.
 
         A GPU is in the read when any of its series was on the page, refused ones included;
         a row with no series at all is a GPU that left the page.
@@ -185,8 +187,12 @@ class Collected:
             self._checked = True
             self._scale_and_check()
         gpus = list(map(self.identities.__getitem__, present))
-        wanted = list(map(pods.__contains__, map(_POD_KEY, gpus)))
-        rows = list(itertools.compress(present, wanted))
+        if pods is None:
+            rows = list(present)
+        else:
+            wanted = list(map(pods.__contains__, map(_POD_KEY, gpus)))
+            rows = list(itertools.compress(present, wanted))
+            gpus = list(itertools.compress(gpus, wanted))
         if not rows:
             return []
         columns = [self.values[column::WIDTH] for column in range(WIDTH)]
@@ -194,7 +200,6 @@ class Collected:
             columns = [list(map(column.__getitem__, rows)) for column in columns]
         reasons = {row: frozenset(reasons) for row, reasons in self.reasons.items()}
         reason_column = list(map(reasons.get, rows, itertools.repeat(_NO_REASONS)))
-        gpus = list(itertools.compress(gpus, wanted))
         return samples_of(
             gpus, columns, reasons=reason_column, sampled_at=sampled_at, rejected=self.rejected
         )

@@ -81,13 +81,18 @@ def quota_configmap(policy: Mapping[str, Any], spec: PolicySpec,
     }
 
 
+def says_the_same(stored: QuotaDocument, document: QuotaDocument) -> bool:
+    """Whether two quota documents differ in nothing but their time."""
+    return stored.model_copy(update={"updated": document.updated}) == document
+
+
 def publishes_the_same(existing: Mapping[str, Any], document: QuotaDocument) -> bool:
     """Whether a stored ConfigMap already says what ``document`` says (its time aside)."""
     try:
         stored = parse_quota_document((existing.get("data") or {}).get(QUOTAS_JSON_KEY, ""))
     except QuotaDocumentInvalid:
         return False
-    return stored.model_copy(update={"updated": document.updated}) == document
+    return says_the_same(stored, document)
 
 
 async def publish_quotas(client: Kube, configmap: Mapping[str, Any],
@@ -143,11 +148,17 @@ def merge_patch_between(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[
     return patch
 
 
-async def patch_status(client: Kube, policy: Mapping[str, Any],
-                       status: Mapping[str, Any]) -> None:
-    """Make the policy's status exactly ``status``, through the status subresource."""
+async def patch_status(client: Kube, policy: Mapping[str, Any], status: Mapping[str, Any],
+                       *, stored: Mapping[str, Any] | None = None) -> None:
+    """Make the policy's status exactly ``status``, through the status subresource.
+
+    ``stored`` is the status the server holds (by default the one in ``policy``): the
+    operator's own last write when the policy comes from a cache that may lag behind it.
+    """
     meta = policy["metadata"]
-    stored = policy.get("status")
-    patch = merge_patch_between(stored if isinstance(stored, Mapping) else {}, status)
+    if stored is None:
+        found = policy.get("status")
+        stored = found if isinstance(found, Mapping) else {}
+    patch = merge_patch_between(stored, status)
     if patch:
         await client.patch_policy_status(meta["namespace"], meta["name"], {"status": patch})

@@ -7,14 +7,16 @@ ServiceAccount first (its projected token file is read again whenever the server
 or token file, an exec plugin, basic auth. kopf is logged in with the same credentials
 (:func:`kopf_connection`), and logs in again through it after a 401.
 
-:class:`Kube` is the handful of calls the control loop makes (kopf owns watching), each
-answering plain dicts and raising :class:`ApiError` (:class:`NotFound`, :class:`Conflict`)
+:class:`Kube` is the handful of calls the control loop makes (kopf watches the policies;
+:mod:`meltguard.k8s.cache` the pods and workloads, through :meth:`Kube.list_all` and
+:meth:`Kube.watch_all`), each answering plain dicts (or lightkube's models, for the caches) and
+raising :class:`ApiError` (:class:`NotFound`, :class:`Conflict`)
 on failure. Every one of them is listed in :mod:`meltguard.k8s.rbac`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from typing import Any, cast
@@ -28,7 +30,11 @@ from lightkube.config.client_adapter import ConnectionParams, user_auth
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core import resource as lightkube_resource
 from lightkube.core.client import LabelSelector
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube.generic_resource import (
+    GenericNamespacedResource,
+    create_api_info,
+    create_namespaced_resource,
+)
 from lightkube.models.autoscaling_v1 import Scale
 from lightkube.resources.core_v1 import ConfigMap, Pod
 from lightkube.types import PatchType
@@ -131,6 +137,12 @@ async def kopf_connection(config: SingleConfig) -> kopf.ConnectionInfo:
     )
 
 
+#: How long the server keeps one watch request open; lightkube then opens the next one from
+#: the last resourceVersion seen.
+WATCH_SERVER_TIMEOUT_SECONDS = 300
+
+
+
 class _ScaleSubresource(lightkube_resource.NamespacedSubResource, Scale):
     """The ``/scale`` of a namespaced resource found by discovery (see :func:`scale_of`)."""
 
@@ -144,6 +156,16 @@ def scale_of(resource: Resource) -> type[_ScaleSubresource]:
         plural=resource.plural, verbs=["get", "patch"], action="scale")
     return cast(type[_ScaleSubresource],
                 type(f"{resource.kind}Scale", (_ScaleSubresource,), {"_api_info": info}))
+
+
+@cache
+def raw_resource(resource: Resource) -> type[GenericNamespacedResource]:
+    """lightkube's handle on ``resource`` that keeps its objects as the server's JSON (plain
+    dicts): cheaper than typed models to decode and to keep, and nothing is refused."""
+    info = create_api_info(resource.group, resource.version, resource.kind, resource.plural,
+                           verbs=["list", "watch"])
+    return cast(type[GenericNamespacedResource],
+                type(f"Raw{resource.kind}", (GenericNamespacedResource,), {"_api_info": info}))
 
 
 def selector_as_is(selector: str) -> LabelSelector:
@@ -220,6 +242,27 @@ class Kube:
         with api_errors(f"patch {resource.plural}/scale {namespace}/{name}"):
             await self._api.patch(scale_of(resource), name, dict(patch), namespace=namespace,
                                   patch_type=PatchType.MERGE)
+
+    async def list_all(self, resource: Resource,
+                       namespace: str) -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``resource`` in ``namespace``, and the list's resourceVersion to
+        watch from."""
+        with api_errors(f"list {resource.plural} in {namespace}"):
+            listing = self._api.list(raw_resource(resource), namespace=namespace)
+            items = [dict(item) async for item in listing]
+            return items, str(listing.resourceVersion)
+
+    async def watch_all(self, resource: Resource, namespace: str,
+                        resource_version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes to objects of ``resource`` in ``namespace`` after ``resource_version``, as
+        ``(ADDED|MODIFIED|DELETED, object)``; a 410 (the version is too old) raises
+        :class:`ApiError`, and the caller lists again."""
+        with api_errors(f"watch {resource.plural} in {namespace}"):
+            async for change, item in self._api.watch(
+                    raw_resource(resource), namespace=namespace,
+                    resource_version=resource_version,
+                    server_timeout=WATCH_SERVER_TIMEOUT_SECONDS):
+                yield str(change), dict(item)
 
     async def api_resources(self, api_version: str) -> list[dict[str, Any]]:
         """Discovery: the resources (and subresources) one group version serves."""

@@ -25,18 +25,19 @@ from meltguard.api.models import PolicySpec
 from meltguard.api.validation import PolicyInvalid, parse_spec
 from meltguard.api.vocabulary import GROUP, PLURAL, VERSION
 from meltguard.core.decide import EventNote
+from meltguard.ingest.demand import DemandReaders
+from meltguard.ingest.source import ListEndpoints
 from meltguard.k8s.act import patch_status
 from meltguard.k8s.client import ApiError, Kube, kopf_connection, load_config
 from meltguard.k8s.metrics import OperatorMetrics
 from meltguard.k8s.reconcile import (
-    Outcome,
     Reconciler,
     invalid_message,
     not_ready_status,
     reconcile,
 )
 from meltguard.k8s.telemetry import TelemetrySources
-from meltguard.k8s.world import ScaleTargets
+from meltguard.k8s.world import ClusterView
 
 ANNOTATION_PREFIX = GROUP
 FINALIZER = f"{GROUP}/finalizer"
@@ -52,7 +53,7 @@ PEERING_LIFETIME_SECONDS = 10
 
 KopfLogger = logging.Logger | logging.LoggerAdapter[Any]
 Credentials = Callable[[], SingleConfig]
-TelemetryFactory = Callable[[Kube], TelemetrySources]
+TelemetryFactory = Callable[[ListEndpoints], TelemetrySources]
 
 
 def watches_patterns(namespaces: Collection[str]) -> bool:
@@ -78,11 +79,17 @@ def configure_settings(settings: kopf.OperatorSettings, namespaces: Collection[s
     settings.background.instant_exit_timeout = 1.0
 
 
-def interval_of(spec: Mapping[str, Any]) -> float:
-    """``spec.intervalSeconds`` of a valid spec; an invalid one (reported, never acted on) is
-    looked at again at the default pace."""
+def parsed_spec(policy: Mapping[str, Any]) -> PolicySpec:
+    """The policy's spec, parsed (:class:`PolicyInvalid` when bad)."""
+    return parse_spec(policy.get("spec"))
+
+
+def interval_of(policy: Mapping[str, Any],
+                spec_of: Callable[[Mapping[str, Any]], PolicySpec] = parsed_spec) -> float:
+    """``spec.intervalSeconds`` of a valid policy (``spec_of`` parses, or remembers, its spec);
+    an invalid one (reported, never acted on) is looked at again at the default pace."""
     try:
-        return float(parse_spec(spec).interval_seconds)
+        return float(spec_of(policy).interval_seconds)
     except PolicyInvalid:
         return DEFAULT_INTERVAL_SECONDS
 
@@ -95,7 +102,8 @@ def post_event(policy: Mapping[str, Any], note: EventNote) -> None:
 
 @dataclass
 class Runtime:
-    """What the handlers share: the API client (after login) and the daemons' wake-ups.
+    """What the handlers share: the API client (after login), the watch caches, the
+    telemetry sources, the reconciler and the daemons' wake-ups.
 
     ``credentials`` is read at every kopf login (the first, and again after a 401); the
     client is built from the first and refreshes its own credentials from then on.
@@ -105,7 +113,9 @@ class Runtime:
     metrics: OperatorMetrics
     credentials: Credentials = load_config
     client: Kube | None = None
+    view: ClusterView | None = None
     sources: TelemetrySources | None = None
+    demand: DemandReaders | None = None
     reconciler: Reconciler | None = None
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
@@ -113,9 +123,11 @@ class Runtime:
         """Build the client (once) from the credentials kopf logs in with."""
         if self.client is None:
             self.client = Kube(config)
-            self.sources = self.telemetry(self.client)
-            self.reconciler = Reconciler(self.client, ScaleTargets(self.client),
-                                         self.sources.read, post_event, self.metrics)
+            self.view = ClusterView(self.client)
+            self.sources = self.telemetry(self.view.list_endpoints)
+            self.demand = DemandReaders(self.view.list_endpoints)
+            self.reconciler = Reconciler(self.client, self.view, self.sources.read,
+                                         self.demand.read, post_event, self.metrics)
 
     def wakeup(self, namespace: str, name: str) -> asyncio.Event:
         """The event that wakes one policy's daemon before its next tick is due."""
@@ -133,7 +145,7 @@ async def validate_policy(runtime: Runtime, body: Mapping[str, Any], namespace: 
     """Report an invalid spec (Ready=False, Warning Event); wake the daemon for a valid one."""
     client, reconciler = runtime.connected()
     try:
-        parse_spec(body.get("spec"))
+        parsed_spec(body)
     except PolicyInvalid as invalid:
         message = invalid_message(invalid)
         logger.info("%s", message)  # the Warning Event below is posted by hand, not twice
@@ -148,33 +160,45 @@ async def validate_policy(runtime: Runtime, body: Mapping[str, Any], namespace: 
     runtime.wakeup(namespace, name).set()
 
 
+def until_next_tick(interval: float, now: float) -> float:
+    """Seconds to the next multiple of ``interval`` since the epoch: the policies of one
+    interval tick together, so that one scrape of a shared exporter serves them all."""
+    return interval - now % interval
+
+
 def backoff(failures: int) -> float:
     """Seconds to wait after ``failures`` consecutive failed ticks."""
     return ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
 
 
-async def run_policy(runtime: Runtime, namespace: str, name: str, spec: Mapping[str, Any],
-                     stopped: kopf.DaemonStopped, logger: KopfLogger) -> None:
-    """Tick every ``spec.intervalSeconds`` until the policy is deleted or kopf stops."""
+async def run_policy(runtime: Runtime, body: Mapping[str, Any], stopped: kopf.DaemonStopped,
+                     logger: KopfLogger) -> None:
+    """Tick every ``spec.intervalSeconds`` until the policy is deleted or kopf stops;
+    ``body`` is kopf's live view of the policy, which its watch keeps up to date."""
+    meta = body["metadata"]
+    key = (namespaced(meta.get("namespace")), str(meta["name"]))
     try:
-        await _tick_until_stopped(runtime, namespace, name, spec, stopped, logger)
+        await _tick_until_stopped(runtime, body, stopped, logger)
     finally:  # also when kopf cancels a daemon that did not stop in time
-        runtime.wakeups.pop((namespace, name), None)
-        runtime.metrics.forget(namespace, name)
+        runtime.wakeups.pop(key, None)
+        runtime.metrics.forget(*key)
+        if runtime.reconciler is not None:
+            runtime.reconciler.forget(key)
         if runtime.sources is not None:
-            await runtime.sources.forget((namespace, name))
+            await runtime.sources.forget(key)
+        if runtime.demand is not None:
+            await runtime.demand.forget(key)
 
 
-async def _tick_until_stopped(runtime: Runtime, namespace: str, name: str,
-                              spec: Mapping[str, Any], stopped: kopf.DaemonStopped,
-                              logger: KopfLogger) -> None:
-    wakeup = runtime.wakeup(namespace, name)
+async def _tick_until_stopped(runtime: Runtime, body: Mapping[str, Any],
+                              stopped: kopf.DaemonStopped, logger: KopfLogger) -> None:
+    wakeup = runtime.wakeup(body["metadata"]["namespace"], body["metadata"]["name"])
     failures = 0
     while not stopped:
         _, reconciler = runtime.connected()
         wakeup.clear()
         try:
-            outcome = await reconcile(reconciler, namespace, name)
+            await reconcile(reconciler, body)
         except ApiError as error:
             delay = backoff(failures)
             failures += 1
@@ -187,9 +211,7 @@ async def _tick_until_stopped(runtime: Runtime, namespace: str, name: str,
                              "%.0f s", delay)
         else:
             failures = 0
-            delay = interval_of(spec)
-            if outcome is Outcome.GONE:
-                break
+            delay = until_next_tick(interval_of(body, reconciler.spec_of), reconciler.clock())
         await _sleep(stopped, wakeup, delay)
 
 
@@ -224,6 +246,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     async def close(**_: Any) -> None:
         if runtime.sources is not None:
             await runtime.sources.close()
+        if runtime.demand is not None:
+            await runtime.demand.close()
+        if runtime.view is not None:
+            await runtime.view.close()
         if runtime.client is not None:
             await runtime.client.close()
 
@@ -239,9 +265,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry,
                  cancellation_backoff=DAEMON_STOP_GRACE_SECONDS,
                  cancellation_timeout=DAEMON_STOP_GRACE_SECONDS)
-    async def policy_loop(namespace: str | None, name: str, spec: kopf.Spec,
-                          stopped: kopf.DaemonStopped, logger: KopfLogger,
+    async def policy_loop(body: kopf.Body, stopped: kopf.DaemonStopped, logger: KopfLogger,
                           **_: Any) -> None:
-        await run_policy(runtime, namespaced(namespace), name, spec, stopped, logger)
+        await run_policy(runtime, body, stopped, logger)
 
     return registry

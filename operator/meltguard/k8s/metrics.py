@@ -44,6 +44,9 @@ class OperatorMetrics:
         self.scale_changes = Counter("meltguard_scale_changes",
                                      "Replica changes applied to scale targets, by direction.",
                                      [*POLICY_LABELS, "direction"], registry=self.registry)
+        self.ticks = Counter("meltguard_policy_ticks",
+                             "Ticks that decided, per policy (their rate is the tick rate).",
+                             POLICY_LABELS, registry=self.registry)
         self.reconcile_seconds = Histogram("meltguard_reconcile_seconds",
                                            "Time one reconcile tick took, reads and writes.",
                                            buckets=RECONCILE_BUCKETS, registry=self.registry)
@@ -51,7 +54,7 @@ class OperatorMetrics:
     def families(self) -> tuple[MetricWrapperBase, ...]:
         """The families, for naming and for forgetting a policy."""
         return (self.phase, self.replicas, self.gpus, self.quota_limit, self.quota_changes,
-                self.scale_changes, self.reconcile_seconds)
+                self.scale_changes, self.ticks, self.reconcile_seconds)
 
     def observe(self, namespace: str, policy: str, decision: Decision, applied: bool,
                 bounds: tuple[int, int] | None = None) -> None:
@@ -60,6 +63,7 @@ class OperatorMetrics:
         ``bounds`` is the policy's (minReplicas, maxReplicas), served as replicas kinds
         ``min``/``max`` so alerts can compare desired replicas with them.
         """
+        self.ticks.labels(namespace, policy).inc()
         for phase in PHASES:
             self.phase.labels(namespace, policy, phase).set(int(decision.phase == phase))
         replicas = [("current", decision.current_replicas),

@@ -45,23 +45,28 @@ class ApiCall:
 
 
 API_CALLS: tuple[ApiCall, ...] = (
-    ApiCall(POLICIES.group, POLICIES.plural, ("list", "watch", "get", "patch"),
-            why="kopf lists and watches policies and patches its finalizer and annotations; "
-                "each tick reads its policy afresh"),
+    ApiCall(POLICIES.group, POLICIES.plural, ("list", "watch", "patch"),
+            why="kopf lists and watches policies (the ticks read them from its watch) and "
+                "patches its finalizer and annotations"),
     ApiCall(POLICIES.group, f"{POLICIES.plural}/status", ("patch",),
             why="status subresource: phase, replicas, quotas, conditions"),
-    ApiCall("apps", "deployments/scale", ("get", "patch"),
-            why="read and set the target's replicas (more kinds: operator.extraScaleTargets)"),
-    ApiCall("apps", "statefulsets/scale", ("get", "patch"),
+    ApiCall("apps", "deployments", ("list", "watch"),
+            why="the watch cache the ticks read Deployment targets from"),
+    ApiCall("apps", "statefulsets", ("list", "watch"),
+            why="the watch cache the ticks read StatefulSet targets from"),
+    ApiCall("apps", "deployments/scale", ("patch",),
+            why="set the target's replicas (more kinds: operator.extraScaleTargets, read "
+                "through their /scale)"),
+    ApiCall("apps", "statefulsets/scale", ("patch",),
             why="scale targets may be StatefulSets"),
-    ApiCall(PODS.group, PODS.plural, ("list",),
-            why="the target's pods (Pending for lack of GPUs)"),
+    ApiCall(PODS.group, PODS.plural, ("list", "watch"),
+            why="the watch cache of pods: the target's (Pending for lack of GPUs)"),
     ApiCall(CONFIGMAPS.group, CONFIGMAPS.plural, ("get", "create", "patch"),
             why="the quota ConfigMap read by the quota service and Envoy"),
     ApiCall(EVENTS.group, EVENTS.plural, ("create",),
             why="Events on transitions (MeltingStarted, ScaledUp, QuotaTightened, ...)"),
-    ApiCall(PODS.group, PODS.plural, ("list",), scope="exporters",
-            why="the exporter pods whose metrics are scraped"),
+    ApiCall(PODS.group, PODS.plural, ("list", "watch"), scope="exporters",
+            why="the watch cache of the exporter pods whose metrics are scraped"),
     ApiCall("kopf.dev", "kopfpeerings", ("list", "watch", "patch"), scope="peering",
             why="kopf peering: one active operator, a standby paused"),
     ApiCall("kopf.dev", "clusterkopfpeerings", ("list", "watch", "patch"),

@@ -10,40 +10,52 @@ repeat them.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from meltguard.api.models import Condition, PolicySpec, PolicyStatus
+from meltguard.api.quota_models import DemandSpec
+from meltguard.api.quotas import QuotaDocument
 from meltguard.api.state import ControllerState
 from meltguard.api.validation import PolicyInvalid, parse_spec
 from meltguard.core.decide import ConditionNote, Decision, EventNote, decide
+from meltguard.core.demand import DemandSignal
+from meltguard.core.replicas import behavior_of
 from meltguard.k8s.act import (
     envoy_domain,
     patch_status,
     publish_quotas,
     quota_configmap,
     quota_document,
+    says_the_same,
     scale_target,
 )
 from meltguard.k8s.client import Conflict, Kube, NotFound
+from meltguard.k8s.memory import Remembered, pruned, resumed, status_due, stored_form
 from meltguard.k8s.metrics import OperatorMetrics
 from meltguard.k8s.resources import NotScalable
 from meltguard.k8s.status import build_status, merge_conditions
-from meltguard.k8s.world import ReadTelemetry, ScaleTargets, World, observe, read_policy
+from meltguard.k8s.world import ClusterView, NamespacedName, ReadTelemetry, World, observe
 
 PAUSED_ANNOTATION = "meltguard.io/paused"
 SCALE_EVENT_REASONS = frozenset({"ScaledUp", "ScaledDown"})
 CONFLICT_ATTEMPTS = 3
+#: A write refused as stale: the watch caches catch up within this long, then the tick reads
+#: them again.
+CONFLICT_PAUSE_SECONDS = 0.2
 
 logger = logging.getLogger(__name__)
 
 PostEvent = Callable[[Mapping[str, Any], EventNote], None]
+ReadDemand = Callable[[NamespacedName, DemandSpec | None], Awaitable[DemandSignal | None]]
+"""``(policy, spec.quotas.demand) -> signal``: None without a demand spec or a good read."""
 
 
 class Outcome(enum.Enum):
@@ -54,19 +66,46 @@ class Outcome(enum.Enum):
     INVALID = "invalid"
     TARGET_NOT_FOUND = "target-not-found"
     TARGET_NOT_SCALABLE = "target-not-scalable"
-    GONE = "gone"
 
 
 @dataclass(frozen=True)
 class Reconciler:
-    """What a tick needs from outside: the API, telemetry, Events, metrics and the clock."""
+    """What a tick needs from outside: the API, the watch caches, telemetry, the users'
+    demand, Events, metrics, the clock; and the policies' memory between ticks."""
 
     client: Kube
-    targets: ScaleTargets
+    view: ClusterView
     read_telemetry: ReadTelemetry
+    read_demand: ReadDemand
     post_event: PostEvent
     metrics: OperatorMetrics
     clock: Callable[[], float] = field(default=time.time)
+    memory: dict[NamespacedName, Remembered] = field(default_factory=dict)
+    specs: dict[NamespacedName, tuple[tuple[Any, int], PolicySpec]] = field(default_factory=dict)
+
+    def spec_of(self, policy: Mapping[str, Any]) -> PolicySpec:
+        """The policy's spec, parsed once per generation (:class:`PolicyInvalid` when bad)."""
+        meta = policy.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        generation = meta.get("generation")
+        known = self.specs.get(key)
+        if known is not None and known[0] == (meta.get("uid"), generation):
+            return known[1]
+        spec = parse_spec(policy.get("spec"))
+        if generation is not None:  # the generation moves with every change of the spec
+            self.specs[key] = ((meta.get("uid"), int(generation)), spec)
+        return spec
+
+    def remembered(self, key: NamespacedName, policy: Mapping[str, Any]) -> Remembered | None:
+        """The memory of this very policy (not of a deleted one of the same name)."""
+        known = self.memory.get(key)
+        uid = (policy.get("metadata") or {}).get("uid")
+        return known if known is not None and known.uid == uid else None
+
+    def forget(self, key: NamespacedName) -> None:
+        """Drop a policy's memory: it is gone, or its status was written from elsewhere."""
+        self.memory.pop(key, None)
+        self.specs.pop(key, None)
 
 
 def hold_reason(policy: Mapping[str, Any], spec: PolicySpec) -> str | None:
@@ -134,12 +173,15 @@ def held_decision(decision: Decision, reason: str, reported_desired: int | None)
 
 
 class Tick:
-    """One reconcile of one policy, read from the API afresh."""
+    """One reconcile of one policy, as kopf's watch shows it now (``policy``, kept up to
+    date by kopf while the tick runs: each attempt takes it afresh)."""
 
-    def __init__(self, reconciler: Reconciler, namespace: str, name: str) -> None:
+    def __init__(self, reconciler: Reconciler, policy: Mapping[str, Any]) -> None:
         self.reconciler = reconciler
-        self.namespace = namespace
-        self.name = name
+        self.policy = policy
+        meta = policy["metadata"]
+        self.namespace = str(meta["namespace"])
+        self.name = str(meta["name"])
 
     async def run(self) -> Outcome:
         """Decide and act; a conflicting write starts over from a fresh read."""
@@ -150,22 +192,20 @@ class Tick:
                 if attempt == CONFLICT_ATTEMPTS:
                     raise
                 logger.info("%s/%s: %s; reading again", self.namespace, self.name, conflict)
+                await asyncio.sleep(CONFLICT_PAUSE_SECONDS)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _once(self) -> Outcome:
-        client = self.reconciler.client
+        policy = dict(self.policy)  # kopf replaces the whole body on each change
         try:
-            policy = await read_policy(client, self.namespace, self.name)
-        except NotFound:
-            return Outcome.GONE
-        try:
-            spec = parse_spec(policy.get("spec"))
-        except PolicyInvalid:
-            return Outcome.INVALID  # reported by the change handlers, nothing to do
+            spec = self.reconciler.spec_of(policy)
+        except PolicyInvalid:  # reported by the change handlers, nothing to do
+            self.reconciler.forget((self.namespace, self.name))
+            return Outcome.INVALID
         now = self.reconciler.clock()
         ref = spec.scale_target_ref
         try:
-            world = await observe(client, self.reconciler.targets, self.reconciler.read_telemetry,
+            world = await observe(self.reconciler.view, self.reconciler.read_telemetry,
                                   namespace=self.namespace, name=self.name, spec=spec, now=now)
         except NotFound as missing:
             message = f"{ref.kind} {ref.name!r} not found in {self.namespace}: {missing.message}"
@@ -180,29 +220,68 @@ class Tick:
     async def _report_target_problem(self, policy: Mapping[str, Any], reason: str, message: str,
                                      now: float) -> None:
         """Ready=False naming the problem, and a Warning Event when it is new."""
-        previous = previous_status(policy)
-        known = previous is not None and any(
+        known, stored, previous = self._stored(policy)
+        as_stored = {**policy, "status": stored}
+        reported = previous is not None and any(
             c.type == "Ready" and c.reason == reason and c.message == message
             for c in previous.conditions)
-        await patch_status(self.reconciler.client, policy,
-                           not_ready_status(policy, reason, message, now))
-        if not known:
+        status = not_ready_status(as_stored, reason, message, now)
+        if status != stored:
+            await patch_status(self.reconciler.client, policy, status, stored=stored)
+        self._remember(policy, known=known, previous=previous, status=status, written_at=now)
+        if not reported:
             self.reconciler.post_event(policy, EventNote("Warning", reason, message))
+
+    def _stored(self, policy: Mapping[str, Any]
+                ) -> tuple[Remembered | None, Mapping[str, Any], PolicyStatus | None]:
+        """This policy's memory, if any, and the status as stored (as is and parsed): the
+        operator's last write, which kopf's copy of the policy may not show yet."""
+        known = self.reconciler.remembered((self.namespace, self.name), policy)
+        if known is not None:
+            return known, known.status, known.parsed
+        stored = _stored_status(policy)
+        return None, stored, previous_status({**policy, "status": stored})
+
+    def _remember(self, policy: Mapping[str, Any], *, known: Remembered | None,
+                  previous: PolicyStatus | None, status: Mapping[str, Any],
+                  written_at: float) -> None:
+        """Keep the stored ``status`` with the core's state unchanged (a tick that could not
+        decide)."""
+        self.reconciler.memory[(self.namespace, self.name)] = Remembered(
+            uid=str(policy["metadata"].get("uid")),
+            state=known.state if known is not None else _resumed_state(previous, written_at),
+            status=status, parsed=PolicyStatus.model_validate(status), written_at=written_at,
+            published=known.published if known is not None else None)
 
     async def _decide_and_act(self, policy: Mapping[str, Any], spec: PolicySpec, world: World,
                               now: float) -> Outcome:
-        previous = previous_status(policy)
-        state = previous.controller if previous and previous.controller else \
-            ControllerState.initial()
-        decision = decide(spec, state, world.observation, now=now)
+        key = (self.namespace, self.name)
+        known, stored, previous = self._stored(policy)
+        state = known.state if known is not None else _resumed_state(previous, now)
+        behavior = behavior_of(spec.scaling)
+        demand = await self.reconciler.read_demand(key, spec.quotas.demand)
+        decision = decide(spec, state, world.observation, now=now, demand=demand)
         held = hold_reason(policy, spec)
+        published = known.published if known is not None else None
         if held is None:
-            await self._apply(policy, spec, world, decision, now)
+            published = await self._apply(policy, spec, world, decision, now, published)
         else:
             decision = held_decision(decision, held,
                                      previous.desired_replicas if previous else None)
-        status = build_status(decision, generation_of(policy), previous, now)
-        await patch_status(self.reconciler.client, policy, status)
+        memory_state = pruned(decision.state, behavior, now)
+        status = build_status(
+            replace(decision, state=stored_form(memory_state,
+                                                previous.controller if previous else None)),
+            generation_of(policy), previous, now)
+        written_at = known.written_at if known is not None else float("-inf")
+        if status_due(stored, status, written_at=written_at, now=now,
+                      interval_seconds=spec.status_interval_seconds):
+            await patch_status(self.reconciler.client, policy, status, stored=stored)
+            stored, written_at = status, now
+            previous = PolicyStatus.model_validate(status)
+        self.reconciler.memory[key] = Remembered(
+            uid=str(policy["metadata"].get("uid")), state=memory_state, status=stored,
+            parsed=previous, written_at=written_at, published=published)
         for note in decision.events:
             self.reconciler.post_event(policy, note)
         metrics = self.reconciler.metrics
@@ -211,7 +290,10 @@ class Tick:
         return Outcome.APPLIED if held is None else Outcome.REPORTED
 
     async def _apply(self, policy: Mapping[str, Any], spec: PolicySpec, world: World,
-                     decision: Decision, now: float) -> None:
+                     decision: Decision, now: float,
+                     published: QuotaDocument | None) -> QuotaDocument:
+        """Scale if the count changes; publish the limits unless already published; the
+        quota document now in force comes back."""
         client = self.reconciler.client
         target = world.target
         if decision.desired_replicas != target.replicas:
@@ -220,10 +302,25 @@ class Tick:
                                replicas=decision.desired_replicas,
                                resource_version=target.resource_version)
         document = quota_document(policy, decision, now, envoy_domain(self.name, spec))
+        if published is not None and says_the_same(published, document):
+            return published
         await publish_quotas(client, quota_configmap(policy, spec, document), document)
+        return document
 
 
-async def reconcile(reconciler: Reconciler, namespace: str, name: str) -> Outcome:
-    """One timed tick of one policy, with its duration recorded."""
+def _stored_status(policy: Mapping[str, Any]) -> Mapping[str, Any]:
+    stored = policy.get("status")
+    return stored if isinstance(stored, Mapping) else {}
+
+
+def _resumed_state(previous: PolicyStatus | None, now: float) -> ControllerState:
+    """The core's state from the stored status (a policy this operator has not ticked)."""
+    if previous is None or previous.controller is None:
+        return ControllerState.initial()
+    return resumed(previous.controller, now)
+
+
+async def reconcile(reconciler: Reconciler, policy: Mapping[str, Any]) -> Outcome:
+    """One timed tick of one policy (its live body from kopf), with its duration recorded."""
     with reconciler.metrics.reconcile_seconds.time():
-        return await Tick(reconciler, namespace, name).run()
+        return await Tick(reconciler, policy).run()

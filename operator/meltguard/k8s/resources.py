@@ -35,6 +35,8 @@ class Resource:
 
 POLICIES = Resource(GROUP, VERSION, KIND, PLURAL)
 PODS = Resource("", "v1", "Pod", "pods")
+DEPLOYMENTS = Resource("apps", "v1", "Deployment", "deployments")
+STATEFULSETS = Resource("apps", "v1", "StatefulSet", "statefulsets")
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps")
 EVENTS = Resource("", "v1", "Event", "events")
 

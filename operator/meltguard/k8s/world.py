@@ -1,7 +1,10 @@
-"""Reading the world for one tick: the policy, its scale target, the target's pods, telemetry.
+"""Reading the world for one tick: the scale target, the target's pods, telemetry.
 
-Everything here only reads; :mod:`meltguard.k8s.act` writes. The pure parts (which pod waits
-for a GPU, which resource serves a kind) are plain functions, tested on their own.
+Everything here only reads; :mod:`meltguard.k8s.act` writes. The policy itself comes from
+kopf's watch (the daemon's live body); Deployments, StatefulSets and pods come from the watch
+caches of :mod:`meltguard.k8s.cache`, which keep a small record of each (:class:`CachedPod`,
+:class:`CachedWorkload`), so that a tick asks the API server nothing. The pure parts (which
+pod waits for a GPU, which resource serves a kind) are plain functions, tested on their own.
 """
 
 from __future__ import annotations
@@ -12,9 +15,18 @@ from typing import Any
 
 from meltguard.api.models import PolicySpec, ScaleTargetRef
 from meltguard.core.observation import Observation
-from meltguard.ingest.source import ListEndpoints, TelemetryReading
+from meltguard.ingest.source import TelemetryReading
+from meltguard.k8s.cache import Watches
 from meltguard.k8s.client import Kube, NotFound
-from meltguard.k8s.resources import NotScalable, Resource, scale_resource
+from meltguard.k8s.resources import (
+    DEPLOYMENTS,
+    PODS,
+    STATEFULSETS,
+    NotScalable,
+    Resource,
+    scale_resource,
+)
+from meltguard.k8s.selectors import Selector, matches, parse_selector, selector_of
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -39,7 +51,6 @@ ReadTelemetry = Callable[[NamespacedName, PolicySpec, frozenset[NamespacedName],
 """``(policy, spec, target pods, now) -> reading``: the policy's telemetry source, read once."""
 
 
-
 def waits_for_gpu(pod: Mapping[str, Any]) -> bool:
     """A Pending pod the scheduler could not place for lack of ``nvidia.com/gpu``."""
     status = pod.get("status") or {}
@@ -53,11 +64,6 @@ def waits_for_gpu(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-def _pod(pod: Mapping[str, Any]) -> NamespacedName:
-    meta = pod.get("metadata") or {}
-    return str(meta.get("namespace", "")), str(meta.get("name", ""))
-
-
 def is_live(pod: Mapping[str, Any]) -> bool:
     """Not being deleted and not finished."""
     meta = pod.get("metadata") or {}
@@ -65,9 +71,53 @@ def is_live(pod: Mapping[str, Any]) -> bool:
     return not meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
 
 
-async def read_policy(client: Kube, namespace: str, name: str) -> dict[str, Any]:
-    """The policy as stored now (raises NotFound once it is gone)."""
-    return await client.get_policy(namespace, name)
+def running_ip(pod: Mapping[str, Any]) -> str | None:
+    """The IP of a running pod that has one (an exporter to scrape), or None."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or not status.get("podIP") or not is_live(pod):
+        return None
+    return str(status["podIP"])
+
+
+@dataclass(frozen=True, slots=True)
+class CachedPod:
+    """What the caches keep of a pod: what a tick and an exporter lookup ask of it."""
+
+    key: NamespacedName
+    labels: Mapping[str, str]
+    live: bool
+    waiting_for_gpu: bool
+    ip: str | None
+
+
+def pod_record(pod: Mapping[str, Any]) -> CachedPod:
+    """A pod from the watch as the cache keeps it."""
+    meta = pod.get("metadata") or {}
+    return CachedPod(key=(str(meta.get("namespace", "")), str(meta.get("name", ""))),
+                     labels=meta.get("labels") or {}, live=is_live(pod),
+                     waiting_for_gpu=waits_for_gpu(pod), ip=running_ip(pod))
+
+
+@dataclass(frozen=True, slots=True)
+class CachedWorkload:
+    """What the caches keep of a scale target: what its ``/scale`` would say."""
+
+    replicas: int
+    selector: Selector
+    resource_version: str | None
+
+
+def workload_record(workload: Mapping[str, Any]) -> CachedWorkload:
+    """A Deployment or StatefulSet from the watch as the cache keeps it."""
+    spec = workload.get("spec") or {}
+    return CachedWorkload(
+        replicas=int(spec.get("replicas") or 0), selector=selector_of(spec.get("selector")),
+        resource_version=(workload.get("metadata") or {}).get("resourceVersion"))
+
+
+#: Scale targets read from watch caches; any other kind is read through its ``/scale``.
+WATCHED_KINDS: Mapping[tuple[str, str], Resource] = {
+    (kind.api_version, kind.kind): kind for kind in (DEPLOYMENTS, STATEFULSETS)}
 
 
 class ScaleTargets:
@@ -96,45 +146,56 @@ class ScaleTargets:
         return found
 
 
-async def read_target(client: Kube, targets: ScaleTargets, *, namespace: str,
-                      ref: ScaleTargetRef) -> Target:
-    """Replicas and selector through the scale subresource, then the target's live pods."""
-    resource = await targets.resource(ref)
-    scale = await client.get_scale(resource, namespace, ref.name)
-    selector = str((scale.get("status") or {}).get("selector") or "")
-    pods = [pod for pod in await client.list_pods(namespace, selector) if is_live(pod)] \
-        if selector else []
-    return Target(
-        resource=resource,
-        replicas=int((scale.get("spec") or {}).get("replicas") or 0),
-        resource_version=(scale.get("metadata") or {}).get("resourceVersion"),
-        pods=frozenset(_pod(pod) for pod in pods),
-        pending_for_gpu=sum(1 for pod in pods if waits_for_gpu(pod)),
-    )
+class ClusterView:
+    """What the ticks read from the cluster: scale targets and pods, from watch caches
+    shared by every policy (a kind without a cache through its ``/scale``)."""
 
+    def __init__(self, client: Kube) -> None:
+        self._client = client
+        self.targets = ScaleTargets(client)
+        self.watches = Watches(client)
 
-def label_selector(match_labels: Mapping[str, str]) -> str:
-    """``{"a": "1"}`` -> ``a=1`` (a LabelSelector's matchLabels as a query string)."""
-    return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
+    async def pods(self, namespace: str, selector: Selector) -> list[CachedPod]:
+        """The live pods of ``namespace`` that ``selector`` picks."""
+        watch = await self.watches.of(PODS, namespace, pod_record)
+        return [pod for pod in watch.records.values()
+                if pod.live and matches(selector, pod.labels)]
 
+    async def target(self, namespace: str, ref: ScaleTargetRef) -> Target:
+        """The scale target and its live pods (NotFound when missing, NotScalable when its
+        kind cannot be scaled)."""
+        resource = await self.targets.resource(ref)
+        workload = await self._workload(resource, namespace, ref)
+        pods = await self.pods(namespace, workload.selector) if workload.selector else []
+        return Target(resource=resource, replicas=workload.replicas,
+                      resource_version=workload.resource_version,
+                      pods=frozenset(pod.key for pod in pods),
+                      pending_for_gpu=sum(1 for pod in pods if pod.waiting_for_gpu))
 
-def pod_endpoint(pod: Mapping[str, Any], port: int) -> str | None:
-    """``host:port`` of a running pod with an IP, or None."""
-    status = pod.get("status") or {}
-    if status.get("phase") != "Running" or not status.get("podIP") or not is_live(pod):
-        return None
-    return f"{status['podIP']}:{port}"
+    async def _workload(self, resource: Resource, namespace: str,
+                        ref: ScaleTargetRef) -> CachedWorkload:
+        kind = WATCHED_KINDS.get((ref.api_version, ref.kind))
+        if kind is None:
+            scale = await self._client.get_scale(resource, namespace, ref.name)
+            return CachedWorkload(
+                replicas=int((scale.get("spec") or {}).get("replicas") or 0),
+                selector=parse_selector(str((scale.get("status") or {}).get("selector") or "")),
+                resource_version=(scale.get("metadata") or {}).get("resourceVersion"))
+        watch = await self.watches.of(kind, namespace, workload_record)
+        found = watch.records.get(ref.name)
+        if found is None:
+            raise NotFound(404, "NotFound", f"{ref.kind.lower()}s {ref.name!r} not found")
+        return found
 
-
-def endpoint_lister(client: Kube) -> ListEndpoints:
-    """The ``list_endpoints`` coroutine the telemetry sources use, backed by the pods API."""
-
-    async def list_endpoints(namespace: str, match_labels: Mapping[str, str],
+    async def list_endpoints(self, namespace: str, match_labels: Mapping[str, str],
                              port: int) -> list[str]:
-        pods = await client.list_pods(namespace, label_selector(match_labels))
-        return [endpoint for pod in pods if (endpoint := pod_endpoint(pod, port)) is not None]
+        """``ip:port`` of every running pod ``match_labels`` picks (the exporters)."""
+        pods = await self.pods(namespace, selector_of({"matchLabels": match_labels}))
+        return [f"{pod.ip}:{port}" for pod in pods if pod.ip is not None]
 
-    return list_endpoints
+    async def close(self) -> None:
+        """Stop the watches."""
+        await self.watches.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +211,10 @@ class World:
         return self.telemetry.observation(self.target.replicas, self.target.pending_for_gpu)
 
 
-async def observe(client: Kube, targets: ScaleTargets, read_telemetry: ReadTelemetry, *,
-                  namespace: str, name: str, spec: PolicySpec, now: float) -> World:
+async def observe(view: ClusterView, read_telemetry: ReadTelemetry, *, namespace: str,
+                  name: str, spec: PolicySpec, now: float) -> World:
     """Read the target and its GPUs (raises NotFound when the target is missing,
     NotScalable when its kind cannot be scaled)."""
-    target = await read_target(client, targets, namespace=namespace, ref=spec.scale_target_ref)
+    target = await view.target(namespace, spec.scale_target_ref)
     telemetry = await read_telemetry((namespace, name), spec, target.pods, now)
     return World(target, telemetry)
