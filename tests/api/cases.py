@@ -134,4 +134,15 @@ BROKEN: list[tuple[str, dict[str, Any], str, str, bool]] = [
     ("unknown behavior fields rejected",
      broken_behavior("spec.scaling.behavior.scaleUp.tolerance", 0.05),
      "spec.scaling.behavior.scaleUp.tolerance", "unknown field", True),
+    ("demand names one source", broken("spec.quotas.demand", {
+        "url": "http://quota:8080", "prometheus": {"url": "http://prometheus:9090"}}),
+     "spec.quotas.demand.pods", "exactly one of pods, url or prometheus (found url and "
+     "prometheus)", False),
+    ("demand names a source", broken("spec.quotas.demand", {}), "spec.quotas.demand.pods",
+     "exactly one of pods, url or prometheus (found none)", False),
+    ("demand url is http(s)", broken("spec.quotas.demand", {"url": "quota:8080"}),
+     "spec.quotas.demand.url", "is not the form", True),
+    ("demand pods port", broken("spec.quotas.demand", {"pods": {
+        "namespace": "q", "selector": {"matchLabels": {"app": "q"}}, "port": 0}}),
+     "spec.quotas.demand.pods.port", "greater than or equal to 1", True),
 ]

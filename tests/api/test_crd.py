@@ -137,7 +137,8 @@ def test_every_cel_only_rule_has_a_cel_validation_in_the_crd() -> None:
         "a scaling direction needs a step", "a tier needs limit or unlimited",
         "an unlimited tier takes no limit", "behavior or the shorthand, not both",
         "cool temperature below melt",
-        "cool utilization below melt", "floor <= limit", "minReplicas <= maxReplicas",
+        "cool utilization below melt", "demand names a source", "demand names one source",
+        "floor <= limit", "minReplicas <= maxReplicas",
         "prometheus source needs its url", "unique tier names",
     ]) == CEL_ONLY
     for rule in ("self.minReplicas <= self.maxReplicas", "self.floor <= self.limit",
@@ -145,5 +146,6 @@ def test_every_cel_only_rule_has_a_cel_validation_in_the_crd() -> None:
                  "self.cool.utilizationPercent < self.utilizationPercent",
                  "exists_one(u, u.name == t.name)", "has(self.prometheus)",
                  "has(self.maxStepReplicas) || has(self.maxStepPercent)",
-                 "!= has(self.limit)", "!(has(self.scaleUp) || has(self.scaleDown))"):
+                 "!= has(self.limit)", "!(has(self.scaleUp) || has(self.scaleDown))",
+                 "has(self.prometheus)].exists_one(x, x)"):
         assert rule in text

@@ -38,7 +38,8 @@ def test_grpc_ports_follow_the_values(helm: Helm) -> None:
 
 
 def test_network_policy_admits_only_quota_clients_to_the_grpc_port(helm: Helm) -> None:
-    """... and to the HTTP API, and only Prometheus to the metrics port."""
+    """... and to the HTTP API, and only Prometheus and the operator (which reads the demand
+    page there) to the metrics port."""
     clients = {"namespaceSelector": {"matchLabels": {"gateway": "edge"}}}
     prometheus = {"namespaceSelector": {"matchLabels": {"monitoring": "prom"}}}
     docs = helm.template(
@@ -50,7 +51,10 @@ def test_network_policy_admits_only_quota_clients_to_the_grpc_port(helm: Helm) -
     )
     policy = one(docs, "NetworkPolicy", "meltguard-quota-server")
     rules = {rule["ports"][0]["port"]: rule["from"] for rule in policy["spec"]["ingress"]}
-    assert rules == {8080: [clients], 8081: [clients], 9090: [prometheus]}
+    operator = {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/component": "operator", "app.kubernetes.io/instance": "meltguard",
+        "app.kubernetes.io/name": "meltguard-operator"}}}
+    assert rules == {8080: [clients], 8081: [clients], 9090: [prometheus, operator]}
 
 
 def test_a_grpc_port_out_of_range_is_refused(helm: Helm) -> None:

@@ -6,12 +6,9 @@ Needs the ``prometheus`` binary (Debian package ``prometheus``); skipped with a 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,62 +21,19 @@ from meltguard.ingest.schema import EXPORTER_SCHEMA
 from meltguard.ingest.scrape import ScrapeSource
 
 from ..exporter_process import ATTACHED_PODS, RunningExporter, free_port, get, post_json
+from .prometheus_server import RunningPrometheus, running_prometheus
 
 NOW = time.time
-
-
-@dataclass
-class RunningPrometheus:
-    process: subprocess.Popen[bytes]
-    url: str
 
 
 @pytest.fixture(scope="module")
 def prometheus(
     simulated_exporter: RunningExporter, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningPrometheus]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus binary not found (apt-get install prometheus)")
     workdir: Path = tmp_path_factory.mktemp("prometheus")
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: meltguard-exporter\n"
-        "    honor_labels: true\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{simulated_exporter.port}']}}]\n"
-    )
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while get_status(f"{url}/-/ready") != 200:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("prometheus did not become ready")
-            time.sleep(0.2)
-        yield RunningPrometheus(process, url)
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-def get_status(url: str) -> int:
-    try:
-        return get(url)[0]
-    except OSError:
-        return 0
+    target = f"127.0.0.1:{simulated_exporter.port}"
+    with running_prometheus(workdir, "meltguard-exporter", [target]) as running:
+        yield running
 
 
 def query_value(prometheus: RunningPrometheus, query: str) -> list[float]:

@@ -6,6 +6,7 @@ consumed, on both stores; the token file is read again when it changes.
 
 from __future__ import annotations
 
+import json
 import signal
 import urllib.error
 import urllib.request
@@ -160,6 +161,31 @@ def test_metrics_port_serves_metrics_and_the_api_port_no_longer_does(tmp_path: P
         with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as response:
             assert b"meltguard_quota_limit{" in response.read()
         assert get(f"{metrics_url}/v1/quota") == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+
+
+def test_the_demand_page_is_open_on_the_metrics_port_only(tmp_path: Path) -> None:
+    """The operator reads ``/v1/demand`` without a caller token on the metrics port; on the
+    API port it stays behind the tokens like every ``/v1/`` route."""
+    limits = tmp_path / "quotas.json"
+    limits.write_text(quotas_json())
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"gateway:{GATEWAY}\n")
+    metrics_port = free_port()
+    process, url = launch_quota_server(
+        "--limits", str(limits), "--metrics-port", str(metrics_port), "--auth-tokens", str(tokens)
+    )
+    try:
+        metrics_url = f"http://127.0.0.1:{metrics_port}"
+        assert get(f"{url}/v1/demand?policy={POLICY}") == 401
+        with urllib.request.urlopen(f"{metrics_url}/v1/demand?policy={POLICY}",
+                                    timeout=5) as response:
+            assert [tier["tier"] for tier in json.load(response)["tiers"]] == [
+                "free", "plus", "pro"]
+        assert get(f"{metrics_url}/v1/demand") == 400  # the policy is named as missing
+        assert get(f"{metrics_url}/v1/consume") == 404
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0

@@ -4,7 +4,9 @@ These models are the single source of truth: the CRD's OpenAPI schema is generat
 (``meltguard crd``), and the operator validates every object with them before acting.
 Attributes are snake_case; the wire format is camelCase (aliases). Unknown fields are rejected.
 
-Rules between fields (floor <= limit, cool below melt, ...) raise :func:`field_rule_error`, whose
+The quota part lives in :mod:`meltguard.api.quota_models`, the field types and the base model in
+:mod:`meltguard.api.fields`. Rules between fields (floor <= limit, cool below melt, ...) raise
+:func:`~meltguard.api.fields.field_rule_error`, whose
 ``field`` context names the offending sub-field, so that messages point at the exact path
 (``spec.quotas.tiers[1].floor``), and each rule also carries a CEL expression for the CRD.
 """
@@ -13,52 +15,26 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic.config import JsonDict
-from pydantic_core import PydanticCustomError
 
-from meltguard.api.durations import DURATION_PATTERN, duration_seconds
+from meltguard.api.fields import (
+    DnsLabel,
+    DnsSubdomain,
+    Fraction,
+    LabelSelector,
+    Model,
+    Percent,
+    Port,
+    PositiveSeconds,
+    PrometheusSpec,
+    Seconds,
+    cel,
+    field_rule_error,
+)
+from meltguard.api.quota_models import QuotasSpec
 from meltguard.api.state import ControllerState
 from meltguard.api.vocabulary import Phase, PolicyApiVersion, PolicyKind, ThrottleReasonName
-
-Percent = Annotated[float, Field(ge=0, le=100)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
-Seconds = Annotated[int, Field(ge=0, le=86400)]
-PositiveSeconds = Annotated[int, Field(ge=1, le=86400)]
-Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)]
-DnsSubdomain = Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-def field_rule_error(field: str, message: str) -> PydanticCustomError:
-    """A cross-field rule violation; ``field`` is the camelCase path below the validated model."""
-    return PydanticCustomError("field_rule", message, {"field": field})
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
-    """One CRD ``x-kubernetes-validations`` entry (CEL, Kubernetes >= 1.25)."""
-    entry: JsonDict = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-class Model(BaseModel):
-    """Base of every resource model: camelCase on the wire, unknown fields rejected."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
 
 
 class ScaleTargetRef(Model):
@@ -73,24 +49,12 @@ class ScaleTargetRef(Model):
     name: DnsSubdomain
 
 
-class LabelSelector(Model):
-    """Pods picked by their labels (``matchLabels`` only)."""
-
-    match_labels: dict[str, str] = Field(default_factory=dict)
-
-
 class ScrapeEndpoints(Model):
     """Pods serving GPU metrics: found by namespace and labels, scraped on ``port``."""
 
     namespace: DnsLabel
     selector: LabelSelector
     port: Port = 9400
-
-
-class PrometheusSpec(Model):
-    """A Prometheus server answering instant queries."""
-
-    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)]
 
 
 def _default_exporter() -> ScrapeEndpoints:
@@ -165,7 +129,8 @@ class ScalingRules(Model):
 
 
 #: meltguard's shorthand defaults, in force when a policy sets neither direction's rules.
-DEFAULT_SCALE_UP = ScalingRules(stabilization_seconds=0, max_step_replicas=8, period_seconds=15)
+DEFAULT_SCALE_UP = ScalingRules(stabilization_seconds=0, max_step_replicas=8,
+                                max_step_percent=100, period_seconds=15)
 DEFAULT_SCALE_DOWN = ScalingRules(stabilization_seconds=300, max_step_percent=10,
                                   period_seconds=60)
 
@@ -292,104 +257,6 @@ class MeltSpec(Model):
         return self
 
 
-class TierSpec(Model):
-    """One user tier: a limit per window, never tightened below ``floor``, or unlimited."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "(has(self.unlimited) && self.unlimited) != has(self.limit)",
-                    "a tier sets either limit or unlimited: true",
-                ),
-                cel(
-                    "!has(self.limit) || !has(self.floor) || self.floor <= self.limit",
-                    "floor must not exceed limit",
-                    ".floor",
-                ),
-            ]
-        }
-    )
-
-    name: DnsLabel
-    limit: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = None
-    window: Duration = "24h"
-    floor: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0
-    unlimited: bool = False
-
-    @property
-    def window_seconds(self) -> int:
-        """The window in seconds."""
-        return duration_seconds(self.window)
-
-    @model_validator(mode="after")
-    def _limit_xor_unlimited(self) -> TierSpec:
-        if self.unlimited and self.limit is not None:
-            raise field_rule_error("limit", "an unlimited tier takes no limit")
-        if not self.unlimited and self.limit is None:
-            raise field_rule_error("limit", "required unless unlimited: true")
-        if self.limit is not None and self.floor > self.limit:
-            raise field_rule_error(
-                "floor", f"floor ({self.floor}) must not exceed limit ({self.limit})"
-            )
-        return self
-
-
-class TightenSpec(Model):
-    """Multiplicative decrease: limit x factor every interval while melting."""
-
-    factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    interval_seconds: PositiveSeconds = 60
-    grace_seconds: Seconds = 90
-
-
-class RelaxSpec(Model):
-    """Additive increase: stepPercent of the baseline every interval once cool."""
-
-    step_percent: Annotated[float, Field(gt=0, le=100)] = 25
-    interval_seconds: PositiveSeconds = 300
-
-
-class PublishSpec(Model):
-    """Where the limits in force are written."""
-
-    config_map: DnsSubdomain | None = None
-    envoy_domain: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
-
-
-class QuotasSpec(Model):
-    """Per-tier quotas, in shed order: the first tier is tightened first and relaxed last."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.tiers.all(t, self.tiers.exists_one(u, u.name == t.name))",
-                    "tier names must be unique",
-                    ".tiers",
-                )
-            ]
-        }
-    )
-
-    tiers: Annotated[list[TierSpec], Field(min_length=1, max_length=16)]
-    tighten: TightenSpec = Field(default_factory=TightenSpec)
-    relax: RelaxSpec = Field(default_factory=RelaxSpec)
-    on_telemetry_loss: Literal["hold", "tighten"] = "hold"
-    publish: PublishSpec = Field(default_factory=PublishSpec)
-
-    @model_validator(mode="after")
-    def _unique_tier_names(self) -> QuotasSpec:
-        seen: set[str] = set()
-        for index, tier in enumerate(self.tiers):
-            if tier.name in seen:
-                raise field_rule_error(
-                    f"tiers[{index}].name", f"tier name {tier.name!r} is used more than once"
-                )
-            seen.add(tier.name)
-        return self
-
-
 class PolicySpec(Model):
     """``spec`` of an ImageQuotaPolicy."""
 
@@ -409,6 +276,7 @@ class PolicySpec(Model):
     min_replicas: Annotated[int, Field(ge=0, le=100_000)] = 1
     max_replicas: Annotated[int, Field(ge=1, le=100_000)]
     interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
+    status_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
     telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     melt: MeltSpec = Field(default_factory=MeltSpec)

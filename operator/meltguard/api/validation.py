@@ -14,12 +14,8 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from meltguard.api.durations import DURATION_PATTERN
-from meltguard.api.models import (
-    DNS_LABEL_PATTERN,
-    DNS_SUBDOMAIN_PATTERN,
-    ImageQuotaPolicy,
-    PolicySpec,
-)
+from meltguard.api.fields import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN
+from meltguard.api.models import ImageQuotaPolicy, PolicySpec
 
 _PATTERN_WORDS = {
     DNS_LABEL_PATTERN: "a DNS label (lowercase letters, digits and '-', at most 63)",

@@ -63,6 +63,37 @@ def parse_vector(answer: Any) -> Vector:
     return vector
 
 
+async def instant_query(
+    session: aiohttp.ClientSession,
+    url: str,
+    query: str,
+    *,
+    timeout: float,
+    at: float | None = None,
+) -> Vector:
+    """The instant vector ``query`` gives at the Prometheus server ``url`` (evaluated at
+    epoch second ``at``, or now); QueryError when it cannot be had (``timeout`` is the
+    session's, named in the message)."""
+    params = {"query": query} if at is None else {"query": query, "time": f"{at:.3f}"}
+    try:
+        async with session.get(f"{url}/api/v1/query", params=params) as response:
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise QueryError("too_large", f"{url}: answer over {MAX_ANSWER_BYTES} bytes")
+        answer = json.loads(body)
+    except TimeoutError:
+        raise QueryError("timeout", f"{url}: no answer within {timeout:g}s") from None
+    except aiohttp.ClientError as error:
+        raise QueryError("connection", f"{url}: {error}") from None
+    except ValueError:
+        reason = "malformed" if response.status == 200 else "http_status"
+        message = f"{url}: HTTP {response.status}, answer is not Prometheus JSON"
+        raise QueryError(reason, message) from None
+    return parse_vector(answer)
+
+
 class PrometheusSource:
     """Reads GPU samples through a Prometheus server's HTTP query API."""
 
@@ -103,25 +134,7 @@ class PrometheusSource:
     async def _query(self, query: str) -> Vector:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        try:
-            url = f"{self.url}/api/v1/query"
-            async with self._session.get(url, params={"query": query}) as response:
-                body = bytearray()
-                async for chunk in response.content.iter_any():
-                    body += chunk
-                    if len(body) > MAX_ANSWER_BYTES:
-                        message = f"{self.url}: answer over {MAX_ANSWER_BYTES} bytes"
-                        raise QueryError("too_large", message)
-            answer = json.loads(body)
-        except TimeoutError:
-            raise QueryError("timeout", f"{self.url}: no answer within {self.timeout:g}s") from None
-        except aiohttp.ClientError as error:
-            raise QueryError("connection", f"{self.url}: {error}") from None
-        except ValueError:
-            reason = "malformed" if response.status == 200 else "http_status"
-            message = f"{self.url}: HTTP {response.status}, answer is not Prometheus JSON"
-            raise QueryError(reason, message) from None
-        return parse_vector(answer)
+        return await instant_query(self._session, self.url, query, timeout=self.timeout)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -20,13 +20,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 
+from meltguard.core.demand import DemandSignal
 from meltguard.quota.auth import TokenFile, bearer_token
+from meltguard.quota.demand import RATE_INTERVAL_SECONDS
 from meltguard.quota.limits import UnknownQuota
 from meltguard.quota.openapi import OPENAPI_DOCUMENT
 from meltguard.quota.requests import (
     MAX_BODY_BYTES,
     BadRequest,
     ConsumeRequest,
+    DemandQuery,
     PeekRequest,
     RefundRequest,
     bad_request_from,
@@ -245,18 +248,48 @@ async def refund(request: web.Request) -> web.Response:
     return json_answer(payload, headers=ratelimit_headers(result.answer))
 
 
-async def peek(request: web.Request) -> web.Response:
-    """GET /v1/quota?policy=&tier=&subject=: the standing, consuming nothing."""
+def read_query(request: web.Request, model: type[RequestModel]) -> RequestModel:
+    """The query string as ``model``, or a :class:`BadRequest` naming the problem."""
     query = request.query
     repeated = sorted(key for key in set(query) if len(query.getall(key)) > 1)
     if repeated:
         raise BadRequest(repeated[0], f"query parameter {repeated[0]} is given more than once")
     try:
-        body = PeekRequest.model_validate(dict(query))
+        return model.model_validate(dict(query))
     except ValidationError as error:
         raise bad_request_from(error) from None
-    answer = await request.app[SERVICE_KEY].peek(body)
+
+
+async def peek(request: web.Request) -> web.Response:
+    """GET /v1/quota?policy=&tier=&subject=: the standing, consuming nothing."""
+    answer = await request.app[SERVICE_KEY].peek(read_query(request, PeekRequest))
     return json_answer(answer_body(answer), headers=ratelimit_headers(answer))
+
+
+def demand_body(policy: str, signal: DemandSignal) -> dict[str, Any]:
+    """The JSON of ``GET /v1/demand`` (what :mod:`meltguard.ingest.demand` reads)."""
+    return {
+        "policy": policy,
+        "observedAt": signal.observed_at,
+        "intervalSeconds": RATE_INTERVAL_SECONDS,
+        "tiers": [
+            {
+                "tier": tier.tier,
+                "attemptsPerSecond": tier.attempts_per_second,
+                "admittedPerSecond": tier.admitted_per_second,
+                "refusedPerSecond": tier.refused_per_second,
+                "reaching": list(tier.reaching),
+            }
+            for tier in signal.tiers
+        ],
+    }
+
+
+async def demand(request: web.Request) -> web.Response:
+    """GET /v1/demand?policy=: per tier, the recent rates and the current window's spread of
+    attempts per subject, as counted by this replica."""
+    policy = read_query(request, DemandQuery).policy
+    return json_answer(demand_body(policy, request.app[SERVICE_KEY].demand(policy)))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -313,6 +346,7 @@ def create_app(
     app.router.add_post("/v1/consume", consume)
     app.router.add_post("/v1/refund", refund)
     app.router.add_get("/v1/quota", peek, allow_head=False)
+    app.router.add_get("/v1/demand", demand, allow_head=False)
     for path, handler in (
         ("/healthz", healthz),
         ("/readyz", readyz),
@@ -325,8 +359,11 @@ def create_app(
 
 
 def create_metrics_app(service: QuotaService) -> web.Application:
-    """Only ``/metrics``, for ``--metrics-port``: Prometheus is let in there, not to the API."""
-    app = web.Application()
+    """``/metrics`` and ``/v1/demand`` for ``--metrics-port``: Prometheus and the operator are
+    let in there, not to the API, and neither needs a caller token (both pages hold per-tier
+    sums only)."""
+    app = web.Application(middlewares=[answer_errors_as_json])
     app[SERVICE_KEY] = service
     app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_get("/v1/demand", demand, allow_head=False)
     return app

@@ -1,6 +1,7 @@
 """In-memory store for a single replica: counters live in the process and die with it.
 
 Every operation runs to completion without awaiting, so on one event loop each is atomic.
+Per subject and window it keeps the units used and the units attempted (refused ones too).
 Expired counters and request records are dropped lazily, oldest first, on each write.
 Request records are capped (``max_requests``): past the cap the oldest is forgotten, and
 counted, so a flood of distinct request ids costs bounded memory instead of an OOM kill
@@ -79,8 +80,10 @@ class MemoryStore:
         on_forget: Callable[[], None] = lambda: None,
     ) -> None:
         self._counter_table: _Expiring[_CounterKey, int] = _Expiring()
+        self._attempt_table: _Expiring[_CounterKey, int] = _Expiring()
         self._request_table: _Expiring[_RequestKey, _RequestRecord] = _Expiring()
         self._counters = self._counter_table.entries
+        self._attempts = self._attempt_table.entries
         self._requests = self._request_table.entries
         self.max_requests = max_requests
         self.on_forget = on_forget
@@ -91,6 +94,7 @@ class MemoryStore:
 
     def _drop_expired(self, now: float) -> None:
         self._counter_table.drop_expired(now)
+        self._attempt_table.drop_expired(now)
         self._request_table.drop_expired(now)
 
     async def consume(self, take: Consumption) -> ConsumeOutcome:
@@ -99,7 +103,14 @@ class MemoryStore:
         if take.request_id is not None:
             prior = self._requests.get((who, take.request_id))
             if prior is not None:
-                return ConsumeOutcome(prior.allowed, self._counters.get(counter, 0), replayed=True)
+                return ConsumeOutcome(
+                    prior.allowed,
+                    self._counters.get(counter, 0),
+                    self._attempts.get(counter, 0),
+                    replayed=True,
+                )
+        attempts = self._attempts.get(counter, 0) + take.cost
+        self._attempt_table.set(counter, attempts, take.window.end)
         used = self._counters.get(counter, 0)
         allowed = used + take.cost <= take.limit
         if allowed:
@@ -115,7 +126,7 @@ class MemoryStore:
                 else _REFUSED
             )
             self._request_table.set((who, take.request_id), record, take.now + take.window.seconds)
-        return ConsumeOutcome(allowed, used)
+        return ConsumeOutcome(allowed, used, attempts)
 
     async def refund(
         self, who: Subject, window: Window, request_id: str, now: float, *, caller: str = ""

@@ -7,14 +7,41 @@ what ``/metrics`` serves.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from meltguard.quota.memory_store import MemoryStore
 
 #: Latency buckets around the service's target (p99 <= 5 ms), in seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+#: (policy, tier, k, subjects whose attempts in the current window reached k)
+ReachingEntries = Callable[[], Iterable[tuple[str, str, int, int]]]
+
+
+class _ReachingCollector(Collector):
+    """The ``meltguard_quota_subjects_reaching`` gauge, read off the demand tally at scrape
+    time (so an ended window reads as no series, even on a replica that has had no consume
+    since)."""
+
+    def __init__(self) -> None:
+        self.entries: ReachingEntries = tuple
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "meltguard_quota_subjects_reaching",
+            "Subjects whose attempts (units, admitted or refused) in the tier's current window "
+            "reached the `attempts` label, as counted by this replica; the sum over replicas "
+            "sharing a store is exact.",
+            labels=["policy", "tier", "attempts"],
+        )
+        for policy, tier, k, subjects in self.entries():
+            family.add_metric([policy, tier, str(k)], subjects)
+        yield family
 
 
 class QuotaMetrics:
@@ -118,10 +145,32 @@ class QuotaMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.attempted_units = Counter(
+            "meltguard_quota_attempted_units",
+            "Units asked for by consume requests (retries of a request id excluded), "
+            "by policy and tier.",
+            ["policy", "tier"],
+            registry=self.registry,
+        )
+        self.admitted_units = Counter(
+            "meltguard_quota_admitted_units",
+            "Units admitted (allowed or failing open), by policy and tier.",
+            ["policy", "tier"],
+            registry=self.registry,
+        )
+        self.refused_units = Counter(
+            "meltguard_quota_refused_units",
+            "Units refused (over the limit or failing closed), by policy and tier.",
+            ["policy", "tier"],
+            registry=self.registry,
+        )
+        self._reaching = _ReachingCollector()
+        self.registry.register(self._reaching)
         # labelled children by label values: labels() validates and locks on every call,
         # which costs more than the rest of a decision's bookkeeping
         self._decision_children: dict[tuple[str, str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
+        self._unit_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     def count_decision(self, policy: str, tier: str, result: str) -> None:
         """One more consume decision (label sets are bounded by the published tiers)."""
@@ -130,6 +179,23 @@ class QuotaMetrics:
         if child is None:
             child = self._decision_children[key] = self.decisions.labels(*key)
         child.inc()
+
+    def count_units(self, policy: str, tier: str, cost: int, *, allowed: bool) -> None:
+        """``cost`` more units attempted, and admitted or refused."""
+        children = self._unit_children.get((policy, tier))
+        if children is None:
+            children = self._unit_children[(policy, tier)] = (
+                self.attempted_units.labels(policy, tier),
+                self.admitted_units.labels(policy, tier),
+                self.refused_units.labels(policy, tier),
+            )
+        attempted, admitted, refused = children
+        attempted.inc(cost)
+        (admitted if allowed else refused).inc(cost)
+
+    def watch_reaching(self, entries: ReachingEntries) -> None:
+        """Serve ``entries()`` as ``meltguard_quota_subjects_reaching`` on each scrape."""
+        self._reaching.entries = entries
 
     def observe_latency(self, endpoint: str, seconds: float) -> None:
         """Time taken to answer one request to ``endpoint`` (a route, or "unmatched")."""

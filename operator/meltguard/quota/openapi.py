@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from meltguard.quota.demand import MAX_REACHING
 from meltguard.quota.requests import MAX_COST, MAX_ID_BYTES
 
 _NO_CONTROL_CHARACTERS = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
@@ -78,6 +79,7 @@ _RATELIMIT_HEADERS = {
         "schema": {"type": "string"},
     },
 }
+_RATE = {"type": "number", "minimum": 0, "description": "Units per second."}
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}}}
 
 
@@ -167,6 +169,18 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 "responses": {
                     "200": _json("Standing", "The standing.", _RATELIMIT_HEADERS),
                     **{code: _REFUSALS[code] for code in ("400", "401", "404", "503")},
+                },
+            }
+        },
+        "/v1/demand": {
+            "get": {
+                "summary": "Per tier: recent attempted, admitted and refused units per second, "
+                "and how many subjects' attempts in the current window reached each count "
+                "(this replica's share: replicas sharing a store add up)",
+                "parameters": _QUERY[:1],
+                "responses": {
+                    "200": _json("Demand", "The policy's demand."),
+                    **{code: _REFUSALS[code] for code in ("400", "401", "404")},
                 },
             }
         },
@@ -263,6 +277,47 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 "required": ["policy", "tier", "tightened"],
                 "properties": _ANSWER_PROPERTIES,
             },
+            "Demand": {
+                "type": "object",
+                "required": ["policy", "observedAt", "intervalSeconds", "tiers"],
+                "properties": {
+                    "policy": {"type": "string"},
+                    "observedAt": {"type": "number", "description": "Epoch seconds."},
+                    "intervalSeconds": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "The rates average over this many recent seconds.",
+                    },
+                    "tiers": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/TierDemand"},
+                    },
+                },
+            },
+            "TierDemand": {
+                "type": "object",
+                "required": [
+                    "tier",
+                    "attemptsPerSecond",
+                    "admittedPerSecond",
+                    "refusedPerSecond",
+                    "reaching",
+                ],
+                "properties": {
+                    "tier": {"type": "string"},
+                    "attemptsPerSecond": _RATE,
+                    "admittedPerSecond": _RATE,
+                    "refusedPerSecond": _RATE,
+                    "reaching": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0},
+                        "maxItems": MAX_REACHING,
+                        "description": "Entry k-1: subjects whose attempted units in the "
+                        "current window reached k (the last entry also counts those past it). "
+                        "Empty for an unlimited tier and before the window's first consume.",
+                    },
+                },
+            },
             "Health": {
                 "type": "object",
                 "required": ["status"],
@@ -282,6 +337,6 @@ OPENAPI_DOCUMENT: dict[str, Any] = {
                 },
             },
             "Error": _ERROR,
-        }
+        },
     },
 }

@@ -70,6 +70,14 @@ class PeekRequest(_Request):
     """``GET /v1/quota``: the query string's policy, tier and subject."""
 
 
+class DemandQuery(BaseModel):
+    """``GET /v1/demand``: the query string's policy."""
+
+    model_config = _Request.model_config
+
+    policy: Name
+
+
 class BadRequest(ValueError):
     """A request that is refused before any counter is touched; ``field`` names the culprit."""
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from meltguard.api.quotas import QuotaTier
+from meltguard.core.demand import DemandSignal
 from meltguard.core.windows import Window
-from meltguard.quota.limits import LimitsRegistry, LimitsTable
+from meltguard.quota.demand import DemandTally, TierTally, reaching_length
+from meltguard.quota.limits import LimitsRegistry, LimitsTable, UnknownQuota
 from meltguard.quota.metrics import QuotaMetrics
 from meltguard.quota.requests import ConsumeRequest, PeekRequest, RefundRequest
 from meltguard.quota.store import (
@@ -116,13 +118,18 @@ class QuotaService:
         #: clock time of the store's last answer; None until it has answered once
         self._last_answer: float | None = None
         self._failing_open = False
+        self.demand_tally = DemandTally()
+        metrics.watch_reaching(lambda: self.demand_tally.reaching_entries(self.clock()))
         metrics.fail_open.set(1 if on_store_error == "open" else 0)
         metrics.set_limits(registry.table.limited_tiers())
         registry.on_change = self.limits_changed
 
     def limits_changed(self, table: LimitsTable) -> None:
-        """Registry hook: refresh the limit gauges."""
+        """Registry hook: refresh the limit gauges, forget the demand of unpublished tiers."""
         self.metrics.set_limits(table.limited_tiers())
+        self.demand_tally.keep_only(
+            {(policy, tier.name) for policy, doc in table.policies.items() for tier in doc.tiers}
+        )
 
     def fails_open(self, now: float) -> bool:
         """Whether a store failure at ``now`` allows the request: only with
@@ -172,26 +179,32 @@ class QuotaService:
         """Take ``request.cost`` units of the subject's current window if the limit allows;
         ``caller`` (authenticated, or "") is remembered as the only one who may refund."""
         tier = self.registry.table.lookup(request.policy, request.tier)
+        now = self.clock()
         if tier.unlimited:
             self._count(request, "allowed")
+            self._count_units(request, now, allowed=True)
             return QuotaAnswer(request.policy, tier, allowed=True)
         assert tier.limit is not None and tier.window_seconds is not None  # validated document
-        now = self.clock()
         window = Window.containing(now, tier.window_seconds)
         who = Subject(request.policy, request.tier, request.subject)
         try:
             outcome = await self.store.consume(
-                Consumption(
-                    who, window, request.cost, tier.limit, request.request_id, now, caller
-                )
+                Consumption(who, window, request.cost, tier.limit, request.request_id, now, caller)
             )
         except StoreUnavailable as error:
             self._store_failed("consume", error, now)
             allowed = self.fails_open(now)
             self._count(request, "fail_open" if allowed else "fail_closed")
+            self._count_units(request, now, allowed=allowed)
             return QuotaAnswer(request.policy, tier, allowed=allowed, degraded=True)
         self._store_answered(now)
         self._count(request, "allowed" if outcome.allowed else "denied")
+        if not outcome.replayed:
+            tally = self._count_units(request, now, allowed=outcome.allowed)
+            length = reaching_length(tier.baseline if tier.baseline is not None else tier.limit)
+            tally.count_reaching(
+                window, attempts=outcome.attempts, cost=request.cost, length=length
+            )
         return QuotaAnswer(
             request.policy,
             tier,
@@ -204,6 +217,23 @@ class QuotaService:
     def _count(self, request: ConsumeRequest, result: str) -> None:
         self.metrics.count_decision(request.policy, request.tier, result)
 
+    def _count_units(self, request: ConsumeRequest, now: float, *, allowed: bool) -> TierTally:
+        """Count a decision's units in the metrics and the demand tally; the tier's tally."""
+        self.metrics.count_units(request.policy, request.tier, request.cost, allowed=allowed)
+        tally = self.demand_tally.tier(request.policy, request.tier, now)
+        tally.count_units(now, request.cost, allowed=allowed)
+        return tally
+
+    def demand(self, policy: str) -> DemandSignal:
+        """What the subjects of every tier of ``policy`` attempted (UnknownQuota when the
+        policy has no published quotas)."""
+        document = self.registry.table.policies.get(policy)
+        if document is None:
+            raise UnknownQuota("policy", f"policy {policy!r} has no published quotas")
+        now = self.clock()
+        tiers = tuple(self.demand_tally.demand(policy, tier.name, now) for tier in document.tiers)
+        return DemandSignal(tiers=tiers, observed_at=now)
+
     async def refund(self, request: RefundRequest, caller: str = "") -> RefundAnswer:
         """Give back what ``request.request_id`` took, once, if ``caller`` consumed it
         (raises StoreUnavailable)."""
@@ -214,9 +244,7 @@ class QuotaService:
         window = Window.containing(now, tier.window_seconds)
         who = Subject(request.policy, request.tier, request.subject)
         try:
-            outcome = await self.store.refund(
-                who, window, request.request_id, now, caller=caller
-            )
+            outcome = await self.store.refund(who, window, request.request_id, now, caller=caller)
         except StoreUnavailable as error:
             self._store_failed("refund", error, now)
             raise

@@ -1,0 +1,186 @@
+"""What the quota service saw users ask for: the demand signal of demand-aware quotas.
+
+The quota service sees every attempt, per tier and per subject; it reports, per tier, the
+attempt, admission and refusal rates, and how the subjects' attempts in the current window
+are spread. From that spread the admitted load at any other limit follows: a subject that
+attempted ``a`` images in the window is admitted ``min(a, limit)``, so with ``reaching[k - 1]``
+the number of subjects whose attempts reached ``k``, a limit ``L`` admits
+``sum(reaching[:L])`` images per window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from meltguard.api.quota_models import TierSpec
+
+
+@dataclass(frozen=True, slots=True)
+class TierDemand:
+    """One tier's demand over the last measuring interval and its current window."""
+
+    tier: str
+    attempts_per_second: float
+    admitted_per_second: float
+    refused_per_second: float
+    #: ``reaching[k - 1]``: subjects whose attempts in the current window reached ``k``
+    #: (non-increasing; subjects past the last entry are counted in it).
+    reaching: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DemandSignal:
+    """Every tier's demand, as read at ``observed_at`` (epoch seconds)."""
+
+    tiers: tuple[TierDemand, ...]
+    observed_at: float
+
+    def tier(self, name: str) -> TierDemand | None:
+        """The named tier's demand, if the signal has it."""
+        return next((entry for entry in self.tiers if entry.tier == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """A tier's window spread as it would be without the limit in force.
+
+    ``known`` are measured entries of ``reaching``; past them each entry is the one before
+    times ``ratio`` (``next`` the first), a geometric tail. Past the limit in force the
+    measured entries count refused attempts, retries again and again, and none of the
+    images wanted after a refusal, so they are estimated instead: the tail continues the
+    decline of the last two admitted entries; with fewer, the decline of the entries from
+    before the limit came down (subjects who went further while it was higher: the users'
+    habits); without those, from the refused attempts (an overestimate), or flat. At the
+    baseline the last entry holds everyone past it, so the tail repeats it. Overestimates
+    err on the side of shedding.
+    """
+
+    known: tuple[int, ...]
+    next: float
+    ratio: float
+
+    @classmethod
+    def of(cls, reaching: Sequence[int], in_force: int, baseline: int) -> Spread:
+        """The spread of ``reaching`` measured under the limit ``in_force``."""
+        if not reaching:
+            return cls((), 0.0, 1.0)
+        if in_force >= baseline or in_force >= len(reaching):
+            return cls(tuple(reaching[:-1]), float(reaching[-1]), 1.0)
+        known = tuple(reaching[:in_force])
+        refused = float(min(reaching[in_force], known[-1])) if known else float(reaching[0])
+        ratio = _decline(known) or _decline(reaching[in_force + 1:])
+        if ratio is None:
+            ratio = min(1.0, refused / known[-1]) if known and known[-1] > 0 else 1.0
+            return cls(known, refused, ratio)
+        return cls(known, known[-1] * ratio if known else refused, ratio)
+
+    def images(self, limit: int) -> float:
+        """Images the window's subjects would have been admitted under ``limit``."""
+        if limit <= len(self.known):
+            return float(sum(self.known[:max(limit, 0)]))
+        extra = limit - len(self.known)
+        if self.ratio >= 1.0:
+            tail = self.next * extra
+        else:
+            tail = self.next * (1 - self.ratio ** extra) / (1 - self.ratio)
+        return sum(self.known) + tail
+
+
+def _decline(entries: Sequence[int]) -> float | None:
+    """How each entry compares to the one before, over the leading positive entries (at most
+    1; None with fewer than two)."""
+    positive = []
+    for entry in entries:
+        if entry <= 0:
+            break
+        positive.append(entry)
+    if len(positive) < 2:
+        return None
+    return min(1.0, sum(positive[1:]) / sum(positive[:-1]))
+
+
+def predicted_admitted(tier: TierDemand, limit: int | None, *, in_force: int | None,
+                       baseline: int | None) -> float:
+    """Images per second ``tier`` would be admitted at ``limit`` (None: no limit), now that
+    ``in_force`` is (None: unlimited), its baseline being ``baseline``.
+
+    The rate admitted now, scaled by how many more (or fewer) images the window's subjects
+    would have been admitted under ``limit`` than under ``in_force``. Under a limit of 0
+    nothing is admitted: then the attempts, times the share of the window's attempts that
+    ``limit`` would admit (retries of refused subjects are attempts but no images).
+    Monotone in ``limit``; proportional to the demand when more subjects of the same habits
+    come.
+    """
+    if limit is None or in_force is None or baseline is None:
+        return tier.attempts_per_second
+    spread = Spread.of(tier.reaching, in_force, baseline)
+    if in_force > 0 and spread.images(in_force) > 0:
+        return tier.admitted_per_second * spread.images(limit) / spread.images(in_force)
+    attempted = sum(tier.reaching)
+    if attempted <= 0:
+        return tier.attempts_per_second if limit > 0 else 0.0
+    return tier.attempts_per_second * min(1.0, spread.images(limit) / attempted)
+
+
+def _load(tiers: Sequence[TierSpec], demand: DemandSignal, limits: Sequence[int | None],
+          in_force: Mapping[str, int]) -> float:
+    total = 0.0
+    for tier, limit in zip(tiers, limits, strict=True):
+        seen = demand.tier(tier.name)
+        if seen is not None:
+            total += predicted_admitted(seen, limit, in_force=in_force.get(tier.name),
+                                        baseline=tier.limit)
+    return total
+
+
+def water_fill(tiers: Sequence[TierSpec], demand: DemandSignal, budget: float, *,
+               in_force: Mapping[str, int], nearest: bool = False) -> dict[str, int]:
+    """The limits, in shed order, whose predicted admitted load fits ``budget`` (images/s),
+    ``in_force`` being the limits now (a tier left out: at its baseline).
+
+    The candidates run from every tier at its baseline down the shed order: the first tier
+    from its baseline to its floor (the others at their baselines), then the second tier
+    with the first at its floor, and so on. The first candidate that fits wins; when none
+    does, every limited tier is at its floor. Each tier's limit is found by bisection, the
+    load being monotone in it. More demand or less budget never gives a higher limit.
+
+    ``nearest``: of the two whole-number limits around the budget, the one whose load is
+    closer to it, even if above. A limit counts whole images per window, and when one image
+    more per subject is a large share of the budget (every new subject's first image, in a
+    surge), the limit that fits may leave most of the fleet idle while the next one overloads
+    it only a little: for load (not heat), being nearer is better than being under.
+    """
+    current = {tier.name: in_force.get(tier.name, tier.limit) for tier in tiers
+               if tier.limit is not None}
+    limits: list[int | None] = [tier.limit for tier in tiers]
+
+    def load_at(index: int, limit: int) -> float:
+        limits[index] = limit
+        return _load(tiers, demand, limits, current)
+
+    for index, tier in enumerate(tiers):
+        if tier.limit is None:
+            continue
+        low, high = tier.floor, tier.limit
+        if load_at(index, high) <= budget:
+            break
+        if load_at(index, low) > budget:
+            continue
+        while high - low > 1:  # invariant: low fits, high does not
+            middle = (low + high) // 2
+            if load_at(index, middle) <= budget:
+                low = middle
+            else:
+                high = middle
+        over = load_at(index, high) - budget
+        under = budget - load_at(index, low)
+        limits[index] = high if nearest and over < under else low
+        break
+    return {tier.name: int(limit or 0) for tier, limit in zip(tiers, limits, strict=True)
+            if tier.limit is not None}
+
+
+def admitted_total(demand: DemandSignal) -> float:
+    """Images per second admitted over every tier."""
+    return sum(entry.admitted_per_second for entry in demand.tiers)
