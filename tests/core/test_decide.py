@@ -56,7 +56,8 @@ def test_no_new_replicas_on_top_of_pending_pods(spec: PolicySpec) -> None:
 
 def test_at_max_and_melting_tightens_free_tier_each_interval(spec: PolicySpec) -> None:
     hot = {"reasons": frozenset({"hw_thermal"})}
-    decisions = run(spec, [(NOW + t, fleet(4, 64, at=NOW + t, **hot)) for t in (0, 30, 60, 120)])
+    decisions = run(spec, [(NOW + t, fleet(4, 64, at=NOW + t, **hot))
+                           for t in (0, 90, 180, 360)])  # tighten every 180 s by default
     free_limits = [d.tiers[0].limit for d in decisions]
     assert free_limits == [1, 1, 0, 0]
     assert decisions[0].scaling_limited == "AtMaxReplicas"  # melting wants more than max

@@ -188,7 +188,7 @@ def test_the_shorthand_and_its_defaults_stay_in_force_without_behavior() -> None
     rules = behavior_of(ScalingSpec.model_validate(
         {"scaleDown": {"stabilizationSeconds": 60, "maxStepReplicas": 2, "maxStepPercent": 12.5,
                        "periodSeconds": 30}}))
-    assert rules.scale_up == Rules(0, "Max", (Policy("Pods", 8, 15),))
+    assert rules.scale_up == Rules(0, "Max", (Policy("Pods", 8, 15), Policy("Percent", 100, 15)))
     assert rules.scale_down == Rules(60, "Max", (Policy("Pods", 2, 30),
                                                  Policy("Percent", 12.5, 30)))
     assert behavior_of(ScalingSpec()).scale_down == Rules(300, "Max", (Policy("Percent", 10, 60),))

@@ -15,7 +15,9 @@ import pytest
 import yaml
 from PIL import Image, ImageStat
 
+from meltguard.api.validation import parse_policy
 from meltguard.cli import main
+from meltguard.sim.scenario import defaults_only
 from tests.sim.conftest import POLICY, small_document
 
 
@@ -195,3 +197,21 @@ def test_a_fleet_scaled_to_zero_still_gives_valid_json(tmp_path: Path) -> None:
     figures = simulate_json("--scenario", str(path))
     hottest = figures["strategies"]["hpa-only"]["series"]["maxTemperatureCelsius"]
     assert None in hottest  # no GPU held: no temperature, and still strict JSON
+
+
+def test_defaults_runs_the_policy_with_only_its_target_replicas_and_tiers(
+        small_file: Path) -> None:
+    tuned = copy.deepcopy(POLICY)
+    tuned["spec"]["scaling"] = {"targetUtilizationPercent": 50,
+                                "scaleUp": {"maxStepReplicas": 2, "periodSeconds": 60}}
+    tuned["spec"]["quotas"]["relax"] = {"stepPercent": 5, "intervalSeconds": 60}
+    stripped = defaults_only(parse_policy(tuned)).spec
+    assert stripped == parse_policy({**POLICY, "spec": {
+        key: POLICY["spec"][key] for key in ("scaleTargetRef", "minReplicas", "maxReplicas",
+                                             "quotas")}}).spec
+    assert stripped.scaling.scale_up is None and stripped.quotas.relax.step_percent == 25
+    figures = simulate_json("--scenario", str(small_file), "--defaults")
+    assert figures["strategies"]["meltguard"]["servedTotal"] > 0
+    refused = simulate("--scenario", str(small_file), "--defaults", "--policy",
+                       str(small_file))
+    assert refused.returncode == 2 and "--defaults" in refused.stderr

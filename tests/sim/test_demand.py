@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from meltguard.api.models import TierSpec
+from meltguard.api.quota_models import TierSpec
+from meltguard.core.demand import TierDemand
 from meltguard.sim.demand import (
     UNLIMITED,
     UserPopulation,
@@ -142,3 +143,48 @@ def test_windows_are_the_quota_services_epoch_aligned_ones() -> None:
     admitted = [users.step(np.array([10]) if i == 0 else np.array([0]), limits).admitted[0]
                 for i in range(4)]
     assert admitted == [10, 10, 0, 10]
+
+
+def test_the_demand_signal_reports_rates_and_the_windows_spread_of_attempts() -> None:
+    users = eager_population(limit=2)  # every user asks every step, gives up when refused
+    assert users.demand_signal(0.0) is None  # nothing happened yet
+    limits = np.array([2, UNLIMITED])
+    users.step(np.array([100, 10]), limits)
+    users.step(np.array([0, 0]), limits)
+    users.step(np.array([0, 0]), limits)  # the 100 free users are refused their third
+    signal = users.demand_signal(90.0)
+    assert signal is not None and signal.observed_at == 90.0
+    free, pro = signal.tier("free"), signal.tier("pro")
+    assert free is not None and pro is not None
+    # 300 attempts in 3 steps of 30 s, 200 admitted, 100 refused; every user tried 3 times
+    assert (free.attempts_per_second, free.admitted_per_second,
+            free.refused_per_second) == pytest.approx((300 / 90, 200 / 90, 100 / 90))
+    assert free.reaching == (100, 100, 100)
+    assert pro.reaching == () and pro.admitted_per_second == pytest.approx(30 / 90)
+    # the rates start over at each report; the spread lasts the window
+    users.step(np.array([0, 0]), limits)
+    later = users.demand_signal(120.0)
+    assert later is not None
+    assert later.tier("free") == TierDemand("free", 0.0, 0.0, 0.0, (100, 100, 100))
+
+
+def test_a_refused_user_who_asks_again_counts_at_the_next_attempt() -> None:
+    users = eager_population(limit=2, give_up=0.25)  # three in four refused ask again
+    users.step(np.array([100, 0]), np.array([0, UNLIMITED]))
+    signal = users.demand_signal(30.0)
+    assert signal is not None
+    # refusals split as in a steady stream, where a quarter of them are first attempts and
+    # the rest retries, counted one attempt further (capped: the spread never rises)
+    assert signal.tier("free") == TierDemand("free", 100 / 30, 0.0, 100 / 30, (25, 25, 0))
+
+
+def test_the_spread_starts_over_with_the_window() -> None:
+    users = eager_population(window="60s", limit=1)
+    users.step(np.array([10, 0]), np.array([1, UNLIMITED]))
+    users.step(np.array([0, 0]), np.array([1, UNLIMITED]))
+    before = users.demand_signal(60.0)
+    users.step(np.array([0, 0]), np.array([1, UNLIMITED]))  # t=60: a new window
+    after = users.demand_signal(90.0)
+    assert before is not None and after is not None
+    assert before.tier("free").reaching[0] == 10  # type: ignore[union-attr]
+    assert after.tier("free").reaching == (0, 0)  # type: ignore[union-attr]

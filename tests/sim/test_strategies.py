@@ -17,6 +17,7 @@ import meltguard.core.decide as decision_core
 import meltguard.core.replicas as replica_core
 from meltguard.api.models import ImageQuotaPolicy, PolicySpec
 from meltguard.api.state import ControllerState
+from meltguard.core.demand import DemandSignal
 from meltguard.core.observation import Observation
 from meltguard.sim import strategies
 from meltguard.sim.compare import compare, total_steps
@@ -33,12 +34,15 @@ def test_the_simulator_calls_the_decide_function_the_operator_calls(
     scenario, policy = small
     real_decide = decision_core.decide
     calls: list[tuple[Observation, float, Any]] = []
+    signals: list[DemandSignal | None] = []
 
     def spy(spec: PolicySpec, state: ControllerState, observation: Observation, *,
-            now: float) -> decision_core.Decision:
+            now: float, demand: DemandSignal | None) -> decision_core.Decision:
         assert spec is policy.spec
-        decision: decision_core.Decision = real_decide(spec, state, observation, now=now)
+        decision: decision_core.Decision = real_decide(spec, state, observation, now=now,
+                                                       demand=demand)
         calls.append((observation, now, decision))
+        signals.append(demand)
         # mark the decision so we can see the simulator applied this very object
         return dataclasses.replace(decision, desired_replicas=7)
 
@@ -51,6 +55,9 @@ def test_the_simulator_calls_the_decide_function_the_operator_calls(
     # every allocated GPU is observed, and the marked replica count was applied
     assert all(len(obs.samples) == obs.current_replicas for obs, _, _ in calls[1:])
     assert set(run.series["desiredReplicas"][1:]) == {7}
+    # the users' attempts reach decide() as the quota service would report them
+    assert all(signal is not None and signal.observed_at == now
+               for signal, (_, now, _) in zip(signals[1:], calls[1:], strict=True))
 
 
 def test_state_goes_back_to_decide_through_its_status_form(
@@ -61,8 +68,8 @@ def test_state_goes_back_to_decide_through_its_status_form(
     seen: list[tuple[ControllerState, ControllerState]] = []
 
     def spy(spec: PolicySpec, state: ControllerState, observation: Observation, *,
-            now: float) -> decision_core.Decision:
-        decision = real_decide(spec, state, observation, now=now)
+            now: float, demand: DemandSignal | None) -> decision_core.Decision:
+        decision = real_decide(spec, state, observation, now=now, demand=demand)
         seen.append((state, decision.state))
         return decision
 
@@ -147,9 +154,9 @@ scenario, policy = parse_scenario(small_document(), "small")
 seen = []
 real_control = strategies.MeltguardStrategy.control
 
-def control(self, now, fleet):
+def control(self, now, fleet, demand):
     seen.append(gc.isenabled())
-    return real_control(self, now, fleet)
+    return real_control(self, now, fleet, demand)
 
 strategies.MeltguardStrategy.control = control
 enabled_before = gc.isenabled()

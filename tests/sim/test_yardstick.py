@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meltguard.api.models import ImageQuotaPolicy
+from meltguard.core.demand import DemandSignal
 from meltguard.sim.compare import compare, default_strategies
 from meltguard.sim.engine import shared_inputs
 from meltguard.sim.fleet import SimulatedFleet
@@ -70,7 +71,8 @@ class AllIn:
     replicas: int
     limits: dict[str, int | None]
 
-    def control(self, now: float, fleet: SimulatedFleet) -> Control:
+    def control(self, now: float, fleet: SimulatedFleet, demand: DemandSignal | None
+                ) -> Control:
         return Control(self.replicas, self.limits)
 
 

@@ -6,6 +6,10 @@ what was observed this tick and the time, and returns a :class:`Decision`: the r
 the quota limits to publish, the phase, the Events and conditions to report, and the next
 state. Same inputs, same decision; nothing here reads a clock or does I/O.
 
+Quota limits move by AIMD (:mod:`meltguard.core.quotas`), or, given the quota service's
+demand signal, by water-filling over it (:mod:`meltguard.core.demand`) within the budget of
+:mod:`meltguard.core.headroom`.
+
 ``spec.paused`` and ``spec.dryRun`` are not looked at here: the caller decides whether to act.
 """
 
@@ -18,6 +22,8 @@ from meltguard.api.models import GpuCounts, PolicySpec
 from meltguard.api.quotas import QuotaTier
 from meltguard.api.state import ControllerState, Recommendation
 from meltguard.api.vocabulary import CALM_PHASES, Phase
+from meltguard.core.demand import DemandSignal, water_fill
+from meltguard.core.headroom import Headroom, HeatCut, headroom
 from meltguard.core.observation import Observation
 from meltguard.core.placement import (
     NO_GPU_CAPACITY,
@@ -26,7 +32,16 @@ from meltguard.core.placement import (
     release_pending,
     within_ceiling,
 )
-from meltguard.core.quotas import QuotaChange, QuotaStep, any_tightened, step_quotas
+from meltguard.core.quotas import (
+    RELAX_SHARE,
+    Pressure,
+    QuotaChange,
+    QuotaStep,
+    any_tightened,
+    follow_demand,
+    limits_in_force,
+    step_quotas,
+)
 from meltguard.core.replicas import (
     WITHIN_RANGE,
     Behavior,
@@ -93,9 +108,18 @@ class Decision:
 
 
 def decide(
-    spec: PolicySpec, state: ControllerState, observation: Observation, *, now: float
+    spec: PolicySpec,
+    state: ControllerState,
+    observation: Observation,
+    *,
+    now: float,
+    demand: DemandSignal | None = None,
 ) -> Decision:
-    """One tick of the control loop (see the module docstring)."""
+    """One tick of the control loop (see the module docstring).
+
+    ``demand`` is what the quota service saw users attempt; with it the quota limits follow
+    the demand (water-filling), without it they follow AIMD.
+    """
     thermal = assess_fleet(
         spec.melt,
         target_utilization_percent=spec.scaling.target_utilization_percent,
@@ -110,17 +134,27 @@ def decide(
     current = observation.current_replicas
     policy_melting_since = _melting_since(state, thermal.phase, now)
     calm_since = (state.calm_since or now) if thermal.phase in CALM_PHASES else None
-    quota_step = step_quotas(
-        spec.quotas,
-        remembered=state.limits,
-        phase=thermal.phase,
-        scaling_cannot_help=_scaling_cannot_help(spec, placement,
-                                                 melting_since=policy_melting_since, now=now),
-        all_cooling=thermal.melting > 0 and thermal.cooling == thermal.melting,
-        calm_since=calm_since,
-        last_change=state.last_quota_change_time,
-        now=now,
-    )
+    cannot_help = _scaling_cannot_help(spec, placement, melting_since=policy_melting_since,
+                                       now=now)
+    all_cooling = thermal.melting > 0 and thermal.cooling == thermal.melting
+    learnt = state.images_per_gpu_second
+    heat = None if state.heat_cut is None else HeatCut(state.heat_cut, state.heat_cut_time or now)
+    placed_at_most = _placed_at_most(state.placed_at_most, placement)
+    if demand is not None and thermal.mean_utilization is not None:
+        room = headroom(spec, observation, demand, utilization=thermal.mean_utilization,
+                        gpus=thermal.fresh,
+                        reachable_gpus=_reachable_gpus(spec, placement, placed_at_most,
+                                                       gpus=thermal.fresh),
+                        steady=thermal.phase in CALM_PHASES, learnt=learnt, heat=heat,
+                        now=now)
+        learnt, heat = room.images_per_gpu_second, room.heat
+        quota_step = _follow(spec, state, demand, room, cannot_help=cannot_help,
+                             all_cooling=all_cooling, now=now)
+    else:
+        quota_step = step_quotas(
+            spec.quotas, remembered=state.limits, phase=thermal.phase,
+            scaling_cannot_help=cannot_help, all_cooling=all_cooling, calm_since=calm_since,
+            last_change=state.last_quota_change_time, now=now)
     scaled = replicas.replicas != current
     next_state = state.model_copy(
         update={
@@ -137,7 +171,12 @@ def decide(
             ),
             "last_scale_time": now if scaled else state.last_scale_time,
             "limits": list(quota_step.limits),
-            "last_quota_change_time": now if quota_step.change else state.last_quota_change_time,
+            "last_quota_change_time": (now if quota_step.changes
+                                       else state.last_quota_change_time),
+            "images_per_gpu_second": learnt,
+            "placed_at_most": placed_at_most,
+            "heat_cut": None if heat is None else heat.budget,
+            "heat_cut_time": None if heat is None else heat.at,
             "placeable_replicas": placement.ceiling,
             "pending_since": placement.pending_since,
         }
@@ -155,9 +194,9 @@ def decide(
         scaling_limited=limited,
         gpus=_summary(thermal),
         tiers=tiers,
-        quota_changes=(quota_step.change,) if quota_step.change else (),
+        quota_changes=quota_step.changes,
         events=_events(previous_phase=state.phase, thermal=thermal, current=current,
-                       replicas=replicas, change=quota_step.change),
+                       replicas=replicas, changes=quota_step.changes),
         conditions=_conditions(thermal, replicas, limited=limited, tiers=tiers),
     )
 
@@ -261,6 +300,44 @@ def _scaling_cannot_help(spec: PolicySpec, placement: Placement, *,
     )
 
 
+def _follow(spec: PolicySpec, state: ControllerState, demand: DemandSignal, room: Headroom, *,
+            cannot_help: bool, all_cooling: bool, now: float) -> QuotaStep:
+    """Demand-aware quotas: water-filled limits for the budget (and for the share of it a
+    raised limit may fill), taken when the pressure calls for them."""
+    tiers = spec.quotas.tiers
+    in_force = {entry.name: entry.limit for entry in limits_in_force(tiers, state.limits)}
+    return follow_demand(
+        spec.quotas, remembered=state.limits,
+        tighten_to=water_fill(tiers, demand, room.budget, in_force=in_force, nearest=True),
+        relax_to=water_fill(tiers, demand, room.budget * RELAX_SHARE, in_force=in_force,
+                            nearest=True),
+        pressure=Pressure(utilization=room.utilization, fill=room.fill,
+                          overheated=room.overheated, warm=room.warm,
+                          scaling_cannot_help=cannot_help,
+                          all_cooling=all_cooling),
+        last_change=state.last_quota_change_time, now=now)
+
+
+def _placed_at_most(remembered: int | None, placement: Placement) -> int | None:
+    """The replicas placed when the cluster last refused some; forgotten once it places
+    more."""
+    if placement.pending > 0:
+        return placement.placed
+    if remembered is not None and placement.placed > remembered:
+        return None
+    return remembered
+
+
+def _reachable_gpus(spec: PolicySpec, placement: Placement, placed_at_most: int | None, *,
+                    gpus: int) -> int:
+    """GPUs the target may grow to: maxReplicas, or what the cluster has shown it places,
+    at the GPUs per replica seen now (one when none serves)."""
+    per_replica = gpus / placement.placed if placement.placed > 0 and gpus > 0 else 1.0
+    known = [limit for limit in (placement.ceiling, placed_at_most) if limit is not None]
+    replicas = min([spec.max_replicas, *known])
+    return max(gpus, round(replicas * per_replica))
+
+
 def _summary(thermal: FleetThermal) -> GpuCounts:
     mean = thermal.mean_utilization
     return GpuCounts(
@@ -294,7 +371,7 @@ def _events(
     thermal: FleetThermal,
     current: int,
     replicas: Limited,
-    change: QuotaChange | None,
+    changes: tuple[QuotaChange, ...],
 ) -> tuple[EventNote, ...]:
     notes: list[EventNote] = []
     phase = thermal.phase
@@ -310,7 +387,7 @@ def _events(
         reason = "ScaledUp" if replicas.replicas > current else "ScaledDown"
         notes.append(EventNote("Normal", reason,
                                f"replicas {current} -> {replicas.replicas}: {replicas.message}"))
-    if change is not None:
+    for change in changes:
         message = f"tier {change.tier} limit {change.old} -> {change.new}"
         notes.append(
             EventNote("Warning", "QuotaTightened", message)

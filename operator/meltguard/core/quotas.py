@@ -1,4 +1,4 @@
-"""Per-tier quota limits, AIMD in shed order.
+"""Per-tier quota limits in shed order: AIMD, or demand-aware (:func:`follow_demand`).
 
 * Tighten (multiplicative decrease): while the phase is Melting and scaling cannot help
   (at maxReplicas, pods pending for lack of GPUs, or melting for longer than ``graceSeconds``),
@@ -6,11 +6,15 @@
   the FIRST tier still above its floor gets ``floor(limit x factor)``, never under its floor.
   Not while every melting GPU is already cooling: the last cut is working, and a melting GPU
   stays Melting for ``cool.sustainSeconds`` after it cooled, so cutting on would overshoot.
-* Relax (additive increase): once the phase has been Cool or Warm for ``relax.intervalSeconds``,
+* Relax (additive increase): while the phase is Cool (not Warm: utilization above target is
+  no room to give back) and has been calm for ``relax.intervalSeconds``,
   every ``relax.intervalSeconds`` the LAST tier below its baseline gets
   ``max(1, ceil(baseline x stepPercent / 100))`` back, up to its baseline.
 * One tier changes per step; unlimited tiers never change; a baseline edited in the spec
   clamps the limit in force into ``[floor, baseline]``.
+
+AIMD is the fallback for a policy without a demand signal. With one, :func:`follow_demand`
+takes the water-filled limits (:func:`meltguard.core.demand.water_fill`) in one step.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from meltguard.api.models import QuotasSpec, TierSpec
+from meltguard.api.quota_models import QuotasSpec, TierSpec
 from meltguard.api.state import TierLimit
 from meltguard.api.vocabulary import Phase
 
@@ -39,10 +43,10 @@ class QuotaChange:
 
 @dataclass(frozen=True, slots=True)
 class QuotaStep:
-    """The limits in force after this tick, and the change made (if any)."""
+    """The limits in force after this tick, and the changes made (AIMD: at most one)."""
 
     limits: tuple[TierLimit, ...]
-    change: QuotaChange | None
+    changes: tuple[QuotaChange, ...] = ()
 
 
 def limits_in_force(tiers: Sequence[TierSpec], remembered: Sequence[TierLimit]) -> list[TierLimit]:
@@ -117,9 +121,90 @@ def step_quotas(
     if shed and _due(last_change, quotas.tighten.interval_seconds, now):
         change = _tighten(quotas.tiers, limits, quotas.tighten.factor)
     elif (
-        calm_since is not None
+        phase == "Cool"
+        and calm_since is not None
         and now - calm_since >= quotas.relax.interval_seconds
         and _due(last_change, quotas.relax.interval_seconds, now)
     ):
         change = _relax(quotas.tiers, limits, quotas.relax.step_percent)
-    return QuotaStep(limits=tuple(limits), change=change)
+    return QuotaStep(limits=tuple(limits), changes=(change,) if change else ())
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """What the fleet shows this tick, as demand-aware quotas weigh it.
+
+    ``utilization``: the fresh GPUs' mean (0..1); ``fill``: the utilization the quotas aim
+    at when scaling cannot help; ``overheated``: some GPU at the melt temperature or
+    thermally throttled (heat, not load: the load must come down whatever the budget says);
+    ``warm``: some GPU not yet back under ``melt.cool.temperatureCelsius`` (no room to give:
+    the heat of the load now has not settled).
+    """
+
+    utilization: float
+    fill: float
+    overheated: bool
+    warm: bool
+    scaling_cannot_help: bool
+    all_cooling: bool
+
+
+#: How far below ``fill`` the utilization must be before any limit is raised: the dead band
+#: that keeps a limit from going up on the same load that brought it down.
+RELAX_MARGIN = 0.05
+#: The share of the budget a raised limit may fill: users refused so far ask again at once
+#: when a limit goes up, a burst the window's spread does not foresee.
+RELAX_SHARE = 0.85
+#: A raised limit is at most this many times the limit in force (at least one more): the
+#: window's spread is measured only up to the limit in force, so the load far past it is a
+#: guess, and the users refused so far come back at once, more of them the bigger the step.
+RELAX_GROWTH = 2
+
+
+def follow_demand(
+    quotas: QuotasSpec,
+    *,
+    remembered: Sequence[TierLimit],
+    tighten_to: dict[str, int],
+    relax_to: dict[str, int],
+    pressure: Pressure,
+    last_change: float | None,
+    now: float,
+) -> QuotaStep:
+    """Demand-aware limits, taken in one step: ``tighten_to`` the water-filled limits for the
+    budget, ``relax_to`` those for :data:`RELAX_SHARE` of it.
+
+    Down, when scaling cannot help and the fleet is past ``fill`` or overheated, every
+    ``tighten.intervalSeconds``: each tier above its target goes straight to it. Up, only with
+    measured room (utilization ``RELAX_MARGIN`` under ``fill``, every GPU cool), every
+    ``relax.intervalSeconds``: each tier below its target goes up toward it, at most
+    :data:`RELAX_GROWTH` times higher.
+    """
+    limits = limits_in_force(quotas.tiers, remembered)
+    pressed = pressure.scaling_cannot_help and not pressure.all_cooling and (
+        pressure.overheated or pressure.utilization >= pressure.fill)
+    roomy = (not pressure.overheated and not pressure.warm
+             and pressure.utilization < pressure.fill - RELAX_MARGIN)
+    if pressed and _due(last_change, quotas.tighten.interval_seconds, now):
+        return _toward(limits, tighten_to, "tighten")
+    if roomy and _due(last_change, quotas.relax.interval_seconds, now):
+        return _toward(limits, _within_growth(limits, relax_to), "relax")
+    return QuotaStep(limits=tuple(limits))
+
+
+def _within_growth(limits: Sequence[TierLimit], targets: dict[str, int]) -> dict[str, int]:
+    """``targets``, each at most :data:`RELAX_GROWTH` times its tier's limit in force."""
+    in_force = {entry.name: entry.limit for entry in limits}
+    return {name: min(target, max(in_force[name] + 1, in_force[name] * RELAX_GROWTH))
+            if name in in_force else target for name, target in targets.items()}
+
+
+def _toward(limits: list[TierLimit], targets: dict[str, int],
+            direction: Direction) -> QuotaStep:
+    changes = []
+    for index, entry in enumerate(limits):
+        target = targets.get(entry.name, entry.limit)
+        if target < entry.limit if direction == "tighten" else target > entry.limit:
+            limits[index] = TierLimit(name=entry.name, limit=target)
+            changes.append(QuotaChange(entry.name, entry.limit, target, direction))
+    return QuotaStep(limits=tuple(limits), changes=tuple(changes))

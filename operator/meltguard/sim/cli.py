@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, metavar="FILE",
                         help="ImageQuotaPolicy YAML for the meltguard strategy"
                              " (default: the scenario's own policy)")
+    parser.add_argument("--defaults", action="store_true",
+                        help="run the policy with only scaleTargetRef, min/maxReplicas and the"
+                             " tiers kept: every tuning field at its default")
     parser.add_argument("--plot", type=Path, metavar="PATH",
                         help="also draw the day: a PNG file, or with --suite a folder that"
                              " gets one PNG per scenario")
@@ -57,6 +60,8 @@ def _problem(args: argparse.Namespace) -> str | None:
         return "--jobs must be 1 or more"
     if args.suite and args.scenario is not None:
         return "--suite runs every built-in scenario: leave out --scenario"
+    if args.defaults and args.policy is not None:
+        return "--defaults keeps the scenario's policy's target and tiers: leave out --policy"
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         return "--plot needs matplotlib, which is not installed: pip install 'meltguard[plot]'"
     return None
@@ -64,7 +69,12 @@ def _problem(args: argparse.Namespace) -> str | None:
 
 def _cases(args: argparse.Namespace) -> list[Case]:
     """The scenarios to run, each with its policy and seeds (raises on bad input)."""
-    from meltguard.sim.scenario import built_in_names, load_policy, load_scenario
+    from meltguard.sim.scenario import (
+        built_in_names,
+        defaults_only,
+        load_policy,
+        load_scenario,
+    )
     from meltguard.sim.suite import Case, seeds_from
 
     names = built_in_names() if args.suite else [args.scenario or DEFAULT_SCENARIO]
@@ -73,6 +83,8 @@ def _cases(args: argparse.Namespace) -> list[Case]:
         scenario, policy = load_scenario(name)
         if args.policy is not None:
             policy = load_policy(args.policy, scenario)
+        if args.defaults:
+            policy = defaults_only(policy)
         first = scenario.seed if args.seed is None else args.seed
         cases.append(Case(scenario, policy, seeds_from(first, args.seeds)))
     return cases

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from meltguard.api.models import TierSpec
+from meltguard.api.quota_models import TierSpec
+from meltguard.core.demand import DemandSignal, TierDemand
 from meltguard.core.windows import Window
 from meltguard.sim.scenario import Scenario
 
@@ -123,6 +124,12 @@ class UserPopulation:
                              for _, _, seconds in self._windows]
         self._active = np.zeros(sum(sizes), dtype=np.int64)
         self._step_index = 0
+        self._sizes = sizes
+        self._limited = [not tier.unlimited for tier in tiers]
+        self._tier_names = [tier.name for tier in tiers]
+        #: attempts in the current window by the images made before them (the signal's spread)
+        self._attempted = np.zeros(sum(sizes), dtype=np.int64)
+        self._since_signal = _Counts.zero(len(tiers))
 
     def step(self, arrivals: IntArray, limits: IntArray) -> QuotaOutcome:
         """Advance one physics step with ``limits`` in force (use :data:`UNLIMITED` for none)."""
@@ -134,15 +141,57 @@ class UserPopulation:
         refused = asking - admitted
         shed = np.where(self._below_baseline, refused, 0)
         self._active -= asking
+        self._count_attempts(admitted, refused)
         wanting_more = self._rng.binomial(admitted, self._keep_going)
         self._active[self._moves_to] += wanting_more[self._moves_from]
         self._active += self._rng.binomial(refused, self._retry)
         self._step_index += 1
-        return QuotaOutcome(
+        outcome = QuotaOutcome(
             admitted=np.add.reduceat(admitted, self._starts),
             refused=np.add.reduceat(refused, self._starts),
             shed=np.add.reduceat(shed, self._starts),
         )
+        self._since_signal.add(outcome)
+        return outcome
+
+    def _count_attempts(self, admitted: IntArray, refused: IntArray) -> None:
+        """Attempts by the images made before them, as the quota service counts a subject's
+        attempts. The buckets know images made, not attempts, so refusals are split as in a
+        steady stream: a refused user asks again with probability ``r``, so a share ``1 - r``
+        of the refusals are first attempts (counted at the attempt), the rest retries
+        (counted at the attempt after; later retries would climb further)."""
+        self._attempted += admitted
+        giving_up = np.rint(refused * (1 - self._retry)).astype(np.int64)
+        self._attempted += giving_up
+        self._attempted[self._moves_to] += (refused - giving_up)[self._moves_from]
+
+    def demand_signal(self, observed_at: float) -> DemandSignal | None:
+        """What the quota service would report now: per tier, the rates since the last call
+        and the spread of the window's attempts (None before any step).
+
+        A subject who made ``k`` images in the window and asks again makes its attempt
+        ``k + 1``, admitted or not; a refused user who asks again is counted at the same
+        attempt again (the buckets know images made, not attempts), so the spread is then
+        kept non-increasing by capping each entry at the one before.
+        """
+        counts, self._since_signal = self._since_signal, _Counts.zero(len(self._sizes))
+        if counts.steps == 0:
+            return None
+        seconds = counts.steps * self._step_seconds
+        tiers = []
+        for index, (first, size) in enumerate(zip(self._starts, self._sizes, strict=True)):
+            attempted = self._attempted[first:first + size]
+            reaching = (tuple(int(n) for n in np.minimum.accumulate(attempted))
+                        if self._limited[index] else ())
+            admitted, refused = counts.admitted[index], counts.refused[index]
+            tiers.append(TierDemand(
+                tier=self._tier_names[index],
+                attempts_per_second=float(admitted + refused) / seconds,
+                admitted_per_second=float(admitted) / seconds,
+                refused_per_second=float(refused) / seconds,
+                reaching=reaching,
+            ))
+        return DemandSignal(tiers=tuple(tiers), observed_at=observed_at)
 
     def _reset_finished_windows(self) -> None:
         """Counters start over when the quota service's window changes (epoch-aligned)."""
@@ -153,6 +202,25 @@ class UserPopulation:
                 in_session = self._active[first:first + size].sum()
                 self._active[first:first + size] = 0
                 self._active[first] = in_session
+                self._attempted[first:first + size] = 0
+
+
+@dataclass
+class _Counts:
+    """Requests per tier summed over steps."""
+
+    steps: int
+    admitted: IntArray
+    refused: IntArray
+
+    @classmethod
+    def zero(cls, tiers: int) -> _Counts:
+        return cls(0, np.zeros(tiers, dtype=np.int64), np.zeros(tiers, dtype=np.int64))
+
+    def add(self, outcome: QuotaOutcome) -> None:
+        self.steps += 1
+        self.admitted += outcome.admitted
+        self.refused += outcome.refused
 
 
 def _bucket_moves(tiers: list[TierSpec], sizes: list[int]) -> tuple[IntArray, IntArray]:

@@ -20,6 +20,7 @@ The day starts warm (:mod:`meltguard.sim.warmup`). Figures (all strategies measu
 * the share of admitted requests answered within the scenario's ``latencySloSeconds``;
 * melting GPU-minutes (thermally throttled or at or above slowdown, see
   :mod:`meltguard.sim.fleet`), GPU-hours held;
+* ``quotaChanges``: how many times each tier's limit in force changed;
 * ``optimumShare``: served over the best possible (:mod:`meltguard.sim.yardstick`).
 """
 
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from meltguard.api.models import ImageQuotaPolicy, TierSpec
+from meltguard.api.models import ImageQuotaPolicy
+from meltguard.api.quota_models import TierSpec
 from meltguard.sim.demand import UNLIMITED, QuotaOutcome, draw_session_arrivals, limits_array
 from meltguard.sim.fleet import SimulatedFleet, StepOutcome
 from meltguard.sim.scenario import Scenario
@@ -74,6 +76,8 @@ class StrategyRun:
     gpu_hours: float = 0.0
     optimum_share: float = 0.0
     kept_baseline_limits: bool = True
+    #: how many times each tier's limit in force changed (at control ticks)
+    quota_changes: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     series: dict[str, list[float | None]] = field(default_factory=dict)
     phases: list[str | None] = field(default_factory=list)
 
@@ -126,6 +130,7 @@ class _Recorder:
             shed=np.zeros(tiers, dtype=np.int64), failed=np.zeros(tiers),
             admitted=np.zeros(len(inputs.arrivals), dtype=np.int64),
             series={key: [] for key in SERIES_NAMES},
+            quota_changes=np.zeros(tiers, dtype=np.int64),
         )
         self._tiers = inputs.tiers
         self._baseline = limits_array(inputs.tiers, {})
@@ -238,9 +243,10 @@ def run_strategy(inputs: SharedInputs, strategy: Strategy, progress: Progress | 
                 recorder.tick(now, fleet, control, limits)
                 if progress:
                     progress(steps_per_tick)
-            control = strategy.control(now, fleet)
+            control = strategy.control(now, fleet, population.demand_signal(now))
             fleet.scale_to(control.replicas, now)
-            limits = limits_array(inputs.tiers, control.limits)
+            previous, limits = limits, limits_array(inputs.tiers, control.limits)
+            recorder.run.quota_changes += previous != limits
         quota = population.step(arrivals, limits)
         outcome = fleet.step(now, quota.admitted)
         gpu_seconds += fleet.allocated_gpus * step

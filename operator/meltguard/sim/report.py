@@ -40,6 +40,8 @@ def rows(tiers: Sequence[str], slo_seconds: float) -> list[Row]:
         Row(f"answered within {slo_seconds:g} s", ("withinSloShare",), "share"),
         Row("melting GPU-minutes", ("meltingGpuMinutes",), "decimal"),
         Row("GPU-hours", ("gpuHours",), "count"),
+        Row("shed out of order", ("outOfOrderSheds",), "count"),
+        Row("quota changes (most of a tier)", ("mostQuotaChanges",), "count"),
         Row("served / best possible", ("optimumShare",), "share"),
     ]
 
@@ -98,6 +100,9 @@ def run_json(run: StrategyRun) -> JsonDict:
         "admittedTotal": int(run.admitted.sum()),
         "withinSloShare": round(run.slo_share, 4),
         "outOfOrderSheds": run.out_of_order_sheds,
+        "quotaChanges": {tier: int(count) for tier, count in
+                         zip(run.tiers, run.quota_changes.tolist(), strict=True)},
+        "mostQuotaChanges": int(run.quota_changes.max(initial=0)),
         "meltingGpuMinutes": round(run.melting_gpu_minutes, 1),
         "gpuHours": round(run.gpu_hours, 2),
         "optimumShare": round(run.optimum_share, 4),
@@ -188,6 +193,7 @@ def suite_columns(tiers: Sequence[str]) -> list[Row]:
         Row("in SLO", ("withinSloShare",), "share"),
         Row("melting GPU-min", ("meltingGpuMinutes",), "decimal"),
         Row("GPU-hours", ("gpuHours",), "count"),
+        Row("quota changes", ("mostQuotaChanges",), "count"),
         Row("served/best", ("optimumShare",), "share"),
     ]
 

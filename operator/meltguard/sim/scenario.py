@@ -27,8 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from meltguard.api.fields import field_rule_error as _rule
 from meltguard.api.models import ImageQuotaPolicy
-from meltguard.api.models import field_rule_error as _rule
 from meltguard.api.validation import FieldError, PolicyInvalid, field_errors, parse_policy
 from meltguard.sim.errors import SimulationInputInvalid
 
@@ -365,6 +365,25 @@ def load_scenario(name_or_path: str) -> tuple[Scenario, ImageQuotaPolicy]:
     """Read, validate and return a scenario (built-in name or file) with its default policy."""
     path = scenario_path(name_or_path)
     return parse_scenario(read_yaml(path, str(path)), str(path))
+
+
+def defaults_only(policy: ImageQuotaPolicy) -> ImageQuotaPolicy:
+    """The policy with only ``scaleTargetRef``, ``min/maxReplicas`` and the tiers kept: every
+    tuning field at its default (``--defaults``: how the defaults fare on a scenario)."""
+    spec = policy.spec
+    return parse_policy({
+        "apiVersion": policy.api_version,
+        "kind": policy.kind,
+        "metadata": policy.metadata.model_dump(by_alias=True, exclude_none=True),
+        "spec": {
+            "scaleTargetRef": spec.scale_target_ref.model_dump(by_alias=True, exclude_none=True),
+            "minReplicas": spec.min_replicas,
+            "maxReplicas": spec.max_replicas,
+            "quotas": {"tiers": [tier.model_dump(by_alias=True, exclude_none=True,
+                                                 exclude_defaults=True)
+                                 for tier in spec.quotas.tiers]},
+        },
+    })
 
 
 def load_policy(path: Path, scenario: Scenario) -> ImageQuotaPolicy:

@@ -3,8 +3,10 @@
 * ``meltguard``: the operator's decision core, called exactly as the operator calls it: an
   :class:`~meltguard.core.observation.Observation` of one NVML-like sample per allocated GPU
   (attributed to its pod), the target's replicas and Pending pods, the state read back from
-  its ``status.controller`` form, and the tick's time. Its decision is applied unless the
-  policy is paused or in dry-run.
+  its ``status.controller`` form, the tick's time, and the demand signal the quota service
+  would report (:meth:`~meltguard.sim.demand.UserPopulation.demand_signal`): the users'
+  attempts, so quotas follow the demand. Its decision is applied unless the policy is paused
+  or in dry-run.
 * ``hpa-only``: a HorizontalPodAutoscaler on mean GPU utilization with the policy's scaling
   behaviour (:mod:`meltguard.core.replicas`); quota limits stay at their baselines. It averages
   the same GPUs the operator sees (loading replicas' GPUs count, idle, as their exporter
@@ -21,6 +23,7 @@ from typing import Protocol
 from meltguard.api.models import ImageQuotaPolicy, PolicySpec
 from meltguard.api.state import ControllerState, Recommendation, ScaleEvent
 from meltguard.core import decide as decision_core
+from meltguard.core.demand import DemandSignal
 from meltguard.core.observation import Observation
 from meltguard.core.replicas import hpa_sync
 from meltguard.sim.fleet import SimulatedFleet
@@ -40,8 +43,10 @@ class Strategy(Protocol):
 
     name: str
 
-    def control(self, now: float, fleet: SimulatedFleet) -> Control:
-        """Decide replicas and limits from what the fleet shows at ``now``."""
+    def control(self, now: float, fleet: SimulatedFleet, demand: DemandSignal | None
+                ) -> Control:
+        """Decide replicas and limits from what the fleet and the quota checks show at
+        ``now`` (``demand``: the users' attempts since the last tick, None on the first)."""
 
 
 def baseline_limits(spec: PolicySpec) -> dict[str, int | None]:
@@ -59,7 +64,8 @@ class HpaStrategy:
     _history: list[Recommendation] = field(default_factory=list)
     _events: list[ScaleEvent] = field(default_factory=list)
 
-    def control(self, now: float, fleet: SimulatedFleet) -> Control:
+    def control(self, now: float, fleet: SimulatedFleet, demand: DemandSignal | None
+                ) -> Control:
         """One HPA sync (the core's, as the operator's arithmetic uses it), remembered."""
         sync = hpa_sync(
             fleet.desired, utilization=fleet.mean_utilization(), scaling=self.spec.scaling,
@@ -81,8 +87,10 @@ class MeltguardStrategy:
         self._namespace = policy.metadata.namespace or "default"
         self._status_controller: dict[str, object] = ControllerState.initial().to_dict()
 
-    def control(self, now: float, fleet: SimulatedFleet) -> Control:
-        """Observe the fleet, call ``decide()`` as the operator does, keep its state."""
+    def control(self, now: float, fleet: SimulatedFleet, demand: DemandSignal | None
+                ) -> Control:
+        """Observe the fleet, call ``decide()`` as the operator does (with the quota checks'
+        demand signal), keep its state."""
         spec = self.policy.spec
         observation = Observation(
             samples=fleet.samples(now, self._namespace),
@@ -90,7 +98,7 @@ class MeltguardStrategy:
             pending_replicas=fleet.pending,
         )
         state = ControllerState.from_dict(self._status_controller)
-        decision = decision_core.decide(spec, state, observation, now=now)
+        decision = decision_core.decide(spec, state, observation, now=now, demand=demand)
         self._status_controller = decision.state.to_dict()
         limits = {tier.name: None if tier.unlimited else tier.limit for tier in decision.tiers}
         if spec.paused or spec.dry_run:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meltguard.api.models import PolicySpec, TierSpec
+from meltguard.api.models import PolicySpec
+from meltguard.api.quota_models import TierSpec
 from meltguard.sim.demand import IntArray, UserPopulation, limits_array
 from meltguard.sim.scenario import Scenario
 

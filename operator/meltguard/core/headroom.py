@@ -1,0 +1,126 @@
+"""How many images per second the target's GPUs can serve safely: the budget that demand-aware
+quotas fill.
+
+* The rate of one GPU is learnt, not configured: on a steady tick (phase Cool or Warm: no GPU
+  melting, so the fleet keeps up) with the fleet loaded enough to measure (utilization from
+  :data:`LEARN_FROM`), the images admitted per second are the images served, so
+  ``admitted / (utilization x GPUs)`` is what one fully busy GPU makes. Other ticks teach
+  nothing (admitted may then exceed served), so the rate learnt before a saturation is the one
+  used during it; it is smoothed over ticks (:data:`SMOOTHING`) because one tick's admissions
+  are noisy.
+* The budget is for the GPUs the target can reach: ``maxReplicas``, or fewer when the cluster
+  has shown it cannot place more. Growing the fleet to meet demand is the scaler's work;
+  quotas only shed what even the largest fleet could not serve.
+* The fill level is the utilization the quotas aim at when scaling cannot help: three
+  quarters of the way from where a melting GPU counts as cool again
+  (``melt.cool.utilizationPercent``) to where it melts (``melt.utilizationPercent``): as
+  close to full as leaves the fleet's utilization swings (a few points from tick to tick)
+  clear of melting. With the defaults, 94 %.
+* Heat is another matter: a GPU at the melt temperature or thermally throttled needs less
+  load whatever its rate, so then the budget is the load admitted now, cut by
+  ``tighten.factor``. That cut is remembered: its budget grows by ``relax.stepPercent`` per
+  ``relax.intervalSeconds`` (compounded, as time passes) while every GPU is below
+  ``melt.cool.temperatureCelsius``, and is forgotten once it passes the fleet's budget.
+  Without that memory, the limits would go straight back to the load that overheated the
+  GPUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meltguard.api.models import PolicySpec
+from meltguard.core.demand import DemandSignal, admitted_total
+from meltguard.core.observation import Observation
+
+#: Below this utilization one tick's figures are too small to learn a GPU's rate from.
+LEARN_FROM = 0.2
+#: Weight of a new tick's rate against the rate learnt so far.
+SMOOTHING = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """This tick's budget and what it rests on."""
+
+    utilization: float
+    fill: float
+    budget: float
+    overheated: bool
+    #: some GPU is at or above ``melt.cool.temperatureCelsius``: not yet cool enough for more
+    warm: bool
+    images_per_gpu_second: float | None
+    heat: HeatCut | None
+
+
+def fill_level(spec: PolicySpec) -> float:
+    """The utilization (0..1) demand-aware quotas aim at when scaling cannot help."""
+    melt = spec.melt
+    return (3 * melt.utilization_percent + melt.cool.utilization_percent) / 400
+
+
+def overheated(spec: PolicySpec, observation: Observation) -> bool:
+    """Whether some GPU is at the melt temperature or throttled for one of the melt reasons."""
+    melt = spec.melt
+    reasons = frozenset(melt.throttle_reasons)
+    return any(sample.up and (sample.temperature_celsius >= melt.temperature_celsius
+                              or sample.throttle_reasons & reasons)
+               for sample in observation.samples)
+
+
+def _hottest(observation: Observation) -> float:
+    return max((sample.temperature_celsius for sample in observation.samples if sample.up),
+               default=0.0)
+
+
+def learn_rate(previous: float | None, *, admitted_per_second: float, utilization: float,
+               gpus: int, steady: bool) -> float | None:
+    """The images one fully busy GPU makes per second, updated with this tick if it teaches."""
+    if gpus <= 0 or not steady or utilization < LEARN_FROM:
+        return previous
+    measured = admitted_per_second / (utilization * gpus)
+    if previous is None:
+        return measured
+    return previous + SMOOTHING * (measured - previous)
+
+
+@dataclass(frozen=True, slots=True)
+class HeatCut:
+    """The budget the last cut for heat left, and when it was made."""
+
+    budget: float
+    at: float
+
+    def grown(self, spec: PolicySpec, now: float) -> float:
+        """The budget now: ``relax.stepPercent`` more per ``relax.intervalSeconds`` since."""
+        relax = spec.quotas.relax
+        growth: float = (1 + relax.step_percent / 100) ** ((now - self.at)
+                                                           / relax.interval_seconds)
+        return self.budget * growth
+
+
+def headroom(spec: PolicySpec, observation: Observation, demand: DemandSignal, *,
+             utilization: float, gpus: int, reachable_gpus: int, steady: bool,
+             learnt: float | None, heat: HeatCut | None, now: float) -> Headroom:
+    """The budget for this tick (see the module docstring): ``gpus`` report now,
+    ``reachable_gpus`` is what the target may grow to (maxReplicas, or what the cluster can
+    place); ``steady``: the phase is Cool or Warm; ``heat``: the last cut for heat."""
+    fill = fill_level(spec)
+    admitted = admitted_total(demand)
+    rate = learn_rate(learnt, admitted_per_second=admitted, utilization=utilization,
+                      gpus=gpus, steady=steady)
+    if rate is not None:
+        fleet = rate * reachable_gpus * fill
+    else:  # nothing learnt yet: assume what is admitted now is served now
+        fleet = admitted * fill / max(utilization, LEARN_FROM) * reachable_gpus / max(gpus, 1)
+    hot = overheated(spec, observation)
+    warm = _hottest(observation) >= spec.melt.cool.temperature_celsius
+    if hot:
+        heat = HeatCut(admitted * spec.quotas.tighten.factor, now)
+    elif heat is not None and heat.grown(spec, now) >= fleet:
+        heat = None
+    elif heat is not None and warm:
+        heat = HeatCut(heat.grown(spec, now), now)  # no growth while any GPU is still warm
+    budget = fleet if heat is None else min(fleet, heat.grown(spec, now))
+    return Headroom(utilization=utilization, fill=fill, budget=budget, overheated=hot, warm=warm,
+                    images_per_gpu_second=rate, heat=heat)
