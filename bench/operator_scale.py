@@ -54,6 +54,7 @@ from lightkube.resources.apps_v1 import Deployment
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import procstat  # noqa: E402
 from tests.cluster.cluster import (  # noqa: E402
     Cluster,
     FakeKubelet,
@@ -73,7 +74,6 @@ PODS_PER_DEPLOYMENT = 2
 GPUS_PER_EXPORTER = 200
 OPERATOR_SA = "meltguard-operator"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -143,14 +143,10 @@ class Operator:
                                         stderr=subprocess.STDOUT)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return procstat.cpu_seconds(self.process.pid)
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return procstat.rss_mib(self.process.pid)
 
     def ticks(self) -> dict[str, float] | None:
         """Ticks per policy from /metrics, or None when the operator has no such family."""

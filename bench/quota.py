@@ -44,6 +44,7 @@ from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.procstat import cpu_seconds
 from bench.quota_envoy import envoy_binary, start_envoy
 from bench.quota_stores import (
     free_port,
@@ -304,12 +305,6 @@ def start_server(
     if grpc_port:
         wait_ready(grpc_port)
     return process, port
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
