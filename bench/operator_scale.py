@@ -20,7 +20,8 @@ Printed:
 * operator RSS at the end of the window, operator CPU milliseconds per policy tick;
 * with ``--drills D`` (0 to skip): D heat drills of namespace 0's exporter (every GPU busy),
   each timing the 10 Deployments there from the drill to ``spec.replicas`` changed, then
-  cooling down until they are back at 2 (median, p95);
+  cooling down until they are back at 2 (median, p95); and the operator's writes the API
+  server refused meanwhile (a refused scale costs its tick a pause and a second try);
 * with ``--standalone``: no peering (one replica); else kopf's peering keep-alive writes are
   counted apart from the control loop's writes;
 * with ``--profile``: the operator runs under cProfile (its CPU figures are then inflated)
@@ -261,6 +262,13 @@ class ReplicaWatch:
                 set(self.replicas.values()) == {replicas}
 
 
+def refused_writes(events: list[dict[str, Any]]) -> Counter[str]:
+    """Write requests the API server refused, by request and status code."""
+    return Counter(f"{request_name(event)} {event['responseStatus']['code']}"
+                   for event in events if event["verb"] in WRITE_VERBS
+                   and (event.get("responseStatus") or {}).get("code", 0) >= 400)
+
+
 def drills(plane: ControlPlane, exporter: SimulatedExporter, count: int) -> list[float]:
     """Heat every GPU of namespace 0, time each Deployment's scale-up, cool, repeat."""
     import asyncio
@@ -281,7 +289,8 @@ def drills(plane: ControlPlane, exporter: SimulatedExporter, count: int) -> list
     return latencies
 
 
-def report(args: argparse.Namespace, figures: dict[str, Any], latencies: list[float]) -> None:
+def report(args: argparse.Namespace, figures: dict[str, Any], latencies: list[float],
+           refused: Counter[str]) -> None:
     periods = figures["periods"]
     ticks = max(figures["ticks"], 1)
     print(f"tree {args.tree}  policies {args.policies}  steady window "
@@ -291,6 +300,8 @@ def report(args: argparse.Namespace, figures: dict[str, Any], latencies: list[fl
     if latencies:
         print(f"heat drill -> spec.replicas changed ({len(latencies)}): median "
               f"{statistics.median(latencies):.2f} s, p95 {percentile(latencies, 0.95):.2f} s")
+        print("writes refused during the drills: " + (", ".join(
+            f"{name} x{number}" for name, number in sorted(refused.items())) or "none"))
     print(f"operator RSS {figures['rss_mib']:.0f} MiB; CPU {100 * figures['cpu_share']:.0f} % "
           f"of a core, {figures['cpu_ms_per_tick']:.2f} ms per policy tick")
     print(f"write requests over the steady window: {figures['writes']} by the control loop, "
@@ -340,7 +351,7 @@ def main() -> None:
             time.sleep(args.warmup)
             figures = steady_window(operator, audit, args.steady, args.policies)
             latencies = drills(plane, exporters[0], args.drills) if args.drills else []
-            report(args, figures, latencies)
+            report(args, figures, latencies, refused_writes(audit.read()))
         finally:
             if operator is not None:
                 operator.stop()

@@ -18,7 +18,8 @@ and replaces only the serving of object reads and writes:
   objects and then continues from the same point: nothing is lost, nothing repeated;
 * ``labelSelector`` (equality and set-based) and ``fieldSelector`` (equality on dotted paths)
   filter lists and watches;
-* ``/scale`` reads and writes an ``autoscaling/v1`` Scale; ``/status`` writes only ``status``,
+* ``/scale`` reads and writes an ``autoscaling/v1`` Scale (whose spec leaves out a zero
+  count, as a real server's does); ``/status`` writes only ``status``,
   and the main resource ignores ``status`` for resources declared with that subresource;
 * ``generateName`` is honoured (kopf posts Events that way);
 * unlike a real server, a create keeps the ``status`` it is given, so a test can build pods
@@ -220,12 +221,13 @@ def scale_view(body: Mapping[str, Any]) -> Body:
     meta = body.get("metadata", {})
     spec = body.get("spec", {})
     status = body.get("status", {})
+    replicas = spec.get("replicas", 0)
     return {
         "apiVersion": "autoscaling/v1",
         "kind": "Scale",
         "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion",
                                                  "creationTimestamp") if key in meta},
-        "spec": {"replicas": spec.get("replicas", 0)},
+        "spec": {"replicas": replicas} if replicas else {},  # a real server omits a zero
         "status": {"replicas": status.get("replicas", spec.get("replicas", 0)),
                    "selector": selector_string(spec.get("selector"))},
     }
@@ -390,7 +392,7 @@ class ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
         """The object after the patch, with subresource and status isolation applied."""
         if subresource == SCALE_SUBRESOURCE:
             scale = apply_patch(scale_view(old), patch, content_type)
-            return merge_patch(old, {"spec": {"replicas": scale["spec"]["replicas"]}})  # type: ignore[no-any-return]
+            return merge_patch(old, {"spec": {"replicas": scale["spec"].get("replicas", 0)}})  # type: ignore[no-any-return]
         new = apply_patch(old, patch, content_type)
         if subresource == STATUS_SUBRESOURCE:
             return {**_without(old, "status"), **({"status": new["status"]} if "status" in new

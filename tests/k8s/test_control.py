@@ -42,9 +42,13 @@ async def test_heat_scales_up_within_a_tick_then_hot_then_melting(api: ApiServer
                          what="a first Cool tick")
         heated_at = operator.ticks()
         await exporter.heat()
-        await eventually(lambda: replicas_now(api, NS, "worker") > 2, what="a scale-up")
+
+        def ticks_once_scaled() -> int | None:  # read as soon as the scale-up shows
+            return operator.ticks() if replicas_now(api, NS, "worker") > 2 else None
+
+        scaled_at = await eventually(ticks_once_scaled, what="a scale-up")
         # the tick running when the heat began may have read old samples; the next one scales
-        assert operator.ticks() - heated_at <= 2
+        assert scaled_at - heated_at <= 2
         await eventually(lambda: status_of(api, NS, "imagegen").get("phase") == "Melting",
                          what="Melting after sustainSeconds")
         seen = phases(api, NS, "imagegen")

@@ -2,9 +2,10 @@
 
 The bodies are built by pure functions (:func:`quota_configmap`, :func:`owner_reference`);
 the writes are thin calls through :class:`~meltguard.k8s.client.Kube`. A write that
-loses a race (409) raises :class:`~meltguard.k8s.client.Conflict` to the caller, which starts
-the tick again from a fresh read, except for the ConfigMap, whose content does not depend on
-what was there: it is re-read and re-written on the spot.
+loses a race (409, or a scale whose count changed since read) raises
+:class:`~meltguard.k8s.client.Conflict` to the caller, which starts the tick again from a
+fresh read, except for the ConfigMap, whose content does not depend on what was there: it is
+re-read and re-written on the spot.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from meltguard.api.quotas import (
 )
 from meltguard.api.vocabulary import API_VERSION, KIND
 from meltguard.core.decide import Decision
-from meltguard.k8s.client import Conflict, Kube, NotFound
+from meltguard.k8s.client import ApiError, Conflict, Kube, NotFound
 from meltguard.k8s.resources import Resource
 
 CONFIGMAP_WRITE_ATTEMPTS = 3
+#: The status of a JSON patch whose ``test`` failed (the API server gives no other detail).
+UNPROCESSABLE = 422
 
 
 def configmap_name(policy_name: str, spec: PolicySpec) -> str:
@@ -121,13 +124,32 @@ async def publish_quotas(client: Kube, configmap: Mapping[str, Any],
     raise Conflict(409, "Conflict", f"configmap {meta['name']} kept changing while written")
 
 
+def scale_patch(read_replicas: int, replicas: int) -> list[dict[str, Any]]:
+    """The JSON patch of a ``/scale`` that sets ``replicas`` only while the count is still
+    ``read_replicas``: a ``test`` of the Scale's spec as read, then the new count.
+
+    The precondition is the count the decision rests on, not the object's resourceVersion:
+    that one moves with every status update of the target, which its controller writes while
+    pods come and go, so it refused scale-ups made while the pods of an earlier scale were
+    still settling. A Scale's spec holds the count alone, and leaves out a count of zero.
+    """
+    spec_as_read = {"replicas": read_replicas} if read_replicas else {}
+    return [{"op": "test", "path": "/spec", "value": spec_as_read},
+            {"op": "add", "path": "/spec/replicas", "value": replicas}]
+
+
 async def scale_target(client: Kube, target: Resource, *, namespace: str, name: str,
-                       replicas: int, resource_version: str | None) -> None:
-    """Set the target's replicas through its scale subresource, if it is unchanged since read."""
-    patch: dict[str, Any] = {"spec": {"replicas": replicas}}
-    if resource_version:
-        patch["metadata"] = {"resourceVersion": resource_version}
-    await client.patch_scale(target, namespace, name, patch)
+                       read_replicas: int, replicas: int) -> None:
+    """Set the target's replicas through its scale subresource if the count is still
+    ``read_replicas``; else :class:`Conflict` (the server answers a failed test with 422)."""
+    try:
+        await client.patch_scale(target, namespace, name, scale_patch(read_replicas, replicas))
+    except ApiError as error:
+        if error.status != UNPROCESSABLE:
+            raise
+        raise Conflict(409, "Conflict",
+                       f"{target.plural}/scale {namespace}/{name}: the replica count is no "
+                       f"longer {read_replicas} ({error.message})") from error
 
 
 def merge_patch_between(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

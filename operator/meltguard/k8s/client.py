@@ -16,7 +16,7 @@ on failure. Every one of them is listed in :mod:`meltguard.k8s.rbac`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from typing import Any, cast
@@ -237,11 +237,11 @@ class Kube:
             return _plain(await self._api.get(scale_of(resource), name, namespace=namespace))
 
     async def patch_scale(self, resource: Resource, namespace: str, name: str,
-                          patch: Mapping[str, Any]) -> None:
-        """A JSON merge patch of one object's ``/scale``."""
+                          operations: Sequence[Mapping[str, Any]]) -> None:
+        """A JSON patch (RFC 6902 ``operations``) of one object's ``/scale``."""
         with api_errors(f"patch {resource.plural}/scale {namespace}/{name}"):
-            await self._api.patch(scale_of(resource), name, dict(patch), namespace=namespace,
-                                  patch_type=PatchType.MERGE)
+            await self._api.patch(scale_of(resource), name, [dict(op) for op in operations],
+                                  namespace=namespace, patch_type=PatchType.JSON)
 
     async def list_all(self, resource: Resource,
                        namespace: str) -> tuple[list[dict[str, Any]], str]:

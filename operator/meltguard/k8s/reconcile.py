@@ -299,8 +299,8 @@ class Tick:
         if decision.desired_replicas != target.replicas:
             await scale_target(client, target.resource, namespace=self.namespace,
                                name=spec.scale_target_ref.name,
-                               replicas=decision.desired_replicas,
-                               resource_version=target.resource_version)
+                               read_replicas=target.replicas,
+                               replicas=decision.desired_replicas)
         document = quota_document(policy, decision, now, envoy_domain(self.name, spec))
         if published is not None and says_the_same(published, document):
             return published

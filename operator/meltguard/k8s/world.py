@@ -41,7 +41,6 @@ class Target:
 
     resource: Resource
     replicas: int
-    resource_version: str | None
     pods: frozenset[NamespacedName]
     pending_for_gpu: int
 
@@ -104,15 +103,13 @@ class CachedWorkload:
 
     replicas: int
     selector: Selector
-    resource_version: str | None
 
 
 def workload_record(workload: Mapping[str, Any]) -> CachedWorkload:
     """A Deployment or StatefulSet from the watch as the cache keeps it."""
     spec = workload.get("spec") or {}
-    return CachedWorkload(
-        replicas=int(spec.get("replicas") or 0), selector=selector_of(spec.get("selector")),
-        resource_version=(workload.get("metadata") or {}).get("resourceVersion"))
+    return CachedWorkload(replicas=int(spec.get("replicas") or 0),
+                          selector=selector_of(spec.get("selector")))
 
 
 #: Scale targets read from watch caches; any other kind is read through its ``/scale``.
@@ -168,7 +165,6 @@ class ClusterView:
         workload = await self._workload(resource, namespace, ref)
         pods = await self.pods(namespace, workload.selector) if workload.selector else []
         return Target(resource=resource, replicas=workload.replicas,
-                      resource_version=workload.resource_version,
                       pods=frozenset(pod.key for pod in pods),
                       pending_for_gpu=sum(1 for pod in pods if pod.waiting_for_gpu))
 
@@ -179,8 +175,7 @@ class ClusterView:
             scale = await self._client.get_scale(resource, namespace, ref.name)
             return CachedWorkload(
                 replicas=int((scale.get("spec") or {}).get("replicas") or 0),
-                selector=parse_selector(str((scale.get("status") or {}).get("selector") or "")),
-                resource_version=(scale.get("metadata") or {}).get("resourceVersion"))
+                selector=parse_selector(str((scale.get("status") or {}).get("selector") or "")))
         watch = await self.watches.of(kind, namespace, workload_record)
         found = watch.records.get(ref.name)
         if found is None:
