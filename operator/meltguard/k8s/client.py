@@ -196,11 +196,6 @@ class Kube:
         await self._api.close()
         await self._http.aclose()
 
-    async def get_policy(self, namespace: str, name: str) -> dict[str, Any]:
-        """The ImageQuotaPolicy as stored now."""
-        with api_errors(f"get policy {namespace}/{name}"):
-            return _plain(await self._api.get(Policy, name, namespace=namespace))
-
     async def patch_policy_status(self, namespace: str, name: str,
                                   patch: Mapping[str, Any]) -> None:
         """A JSON merge patch of the policy's status subresource."""
