@@ -11,11 +11,17 @@ window that is exactly one of them is copied as is; any other window (``3h``) is
 in the largest unit shorter than it, with ``requests_per_unit = floor(limit x unit / window)``
 so that Envoy never admits more than the limit over the window (at least 1 when the limit
 is at least 1, so a small limit over a long window is not turned into a ban).
+
+A limit in force may be fractional (``1.4``: see :mod:`meltguard.api.limits`), which the quota
+service turns into a whole limit per subject and window. envoyproxy/ratelimit has one limit for
+every subject of a descriptor, so ``config.yaml`` carries the whole part of the limit
+(``floor(1.4) = 1``): a stricter limit than the quota service's, never a looser one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from meltguard.api.durations import MAX_DURATION_SECONDS
+from meltguard.api.limits import MAX_COUNT, LimitInForce, subject_limit, subject_share
 from meltguard.api.vocabulary import Phase
 
 #: Label that marks a ConfigMap holding quotas for the quota service to watch.
@@ -67,16 +74,13 @@ class _Strict(BaseModel):
     )
 
 
-#: Largest limit a document may give: Redis counts in signed 64-bit integers.
-MAX_COUNT = 2**63 - 1
-
-
 class QuotaTier(_Strict):
-    """One tier's limit in force. An unlimited tier carries no numbers at all."""
+    """One tier's limit in force (which may carry two decimals; the baseline is whole).
+    An unlimited tier carries no numbers at all."""
 
     name: TierName
     unlimited: bool = False
-    limit: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
+    limit: LimitInForce | None = None
     baseline: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
     # any window a policy may give (a year or more is odd, but must not break a tick)
     window_seconds: Annotated[int, Field(ge=1, le=MAX_DURATION_SECONDS)] | None = None
@@ -98,6 +102,15 @@ class QuotaTier(_Strict):
             if missing:
                 raise ValueError(f"a limited tier needs {', '.join(missing)}")
         return self
+
+    def subject_limit(self, key: str, subject: str, window_start: float) -> int:
+        """The whole limit of ``subject`` in the window starting at ``window_start`` (epoch
+        seconds); ``key`` is ``"<policy>/<tier>"``. Only a limited tier has one."""
+        if self.limit is None:
+            raise ValueError(f"tier {self.name!r} is unlimited: its subjects have no limit")
+        if isinstance(self.limit, int):  # the same for every subject: no hash to compute
+            return self.limit
+        return subject_limit(self.limit, subject_share(key, subject, window_start))
 
 
 class QuotaDocument(_Strict):
@@ -121,12 +134,17 @@ class QuotaDocument(_Strict):
         return self
 
 
+#: Where pydantic names the member of a union that refused a value (``limit.int``, ``limit.float``
+#: for a limit in force); the path names the field, not the member.
+_UNION_MEMBERS = frozenset({"int", "float"})
+
+
 def _error_path(location: tuple[int | str, ...]) -> str:
     path = ""
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not part.startswith(("function-", "constrained-")):
+        elif part not in _UNION_MEMBERS and not part.startswith(("function-", "constrained-")):
             path += f".{part}" if path else part
     return path or "(document)"
 
@@ -171,7 +189,7 @@ def _descriptor(tier: QuotaTier) -> dict[str, Any]:
     if tier.unlimited:
         return {"key": "tier", "value": tier.name, "rate_limit": {"unlimited": True}}
     assert tier.limit is not None and tier.window_seconds is not None  # validated
-    unit, per_unit = ratelimit_unit(tier.limit, tier.window_seconds)
+    unit, per_unit = ratelimit_unit(math.floor(tier.limit), tier.window_seconds)
     return {
         "key": "tier",
         "value": tier.name,

@@ -197,7 +197,7 @@ def answer_body(answer: QuotaAnswer) -> dict[str, Any]:
         body["unlimited"] = True
     else:
         body |= {
-            "limit": tier.limit,
+            "limit": answer.limit,
             "baseline": tier.baseline,
             "windowSeconds": tier.window_seconds,
         }
@@ -215,9 +215,9 @@ def answer_body(answer: QuotaAnswer) -> dict[str, Any]:
 def ratelimit_headers(answer: QuotaAnswer) -> dict[str, str]:
     """RateLimit-Policy / RateLimit of draft-ietf-httpapi-ratelimit-headers (-10)."""
     tier = answer.tier
-    if tier.limit is None or tier.window_seconds is None:
+    if answer.limit is None or tier.window_seconds is None:
         return {}
-    headers = {"RateLimit-Policy": f'"{tier.name}";q={tier.limit};w={tier.window_seconds}'}
+    headers = {"RateLimit-Policy": f'"{tier.name}";q={answer.limit};w={tier.window_seconds}'}
     if answer.remaining is not None:
         headers["RateLimit"] = f'"{tier.name}";r={answer.remaining};t={answer.reset_seconds}'
     return headers

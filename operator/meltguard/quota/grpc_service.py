@@ -7,8 +7,10 @@ descriptor's own addend wins over the request's; 0 or absent means 1). A descrip
 names no published tier is answered ``OK`` and counted, as Envoy's own rate limit service
 does, unless the server runs with ``--strict``, which answers ``OVER_LIMIT``.
 
-The answer carries, per descriptor, the limit, the units left and the time to the window's
-end, from which Envoy writes the ``x-ratelimit-*`` headers when its filter enables them.
+The answer carries, per descriptor, the subject's own whole limit in its window (the tier's
+limit in force may be fractional: see :meth:`QuotaTier.subject_limit`), the units left and the
+time to the window's end, from which Envoy writes the ``x-ratelimit-*`` headers when its filter
+enables them.
 """
 
 from __future__ import annotations
@@ -104,13 +106,14 @@ def consume_request(
 
 
 def descriptor_status(answer: QuotaAnswer) -> Any:
-    """One ``DescriptorStatus``: the code and, for a limited tier, limit, remaining and reset."""
+    """One ``DescriptorStatus``: the code and, for a limited tier, the subject's limit,
+    remaining and reset."""
     status = RateLimitResponse.DescriptorStatus(code=OK if answer.allowed else OVER_LIMIT)
     tier = answer.tier
-    if tier.limit is None or tier.window_seconds is None:
+    if answer.limit is None or tier.window_seconds is None:
         return status
     status.current_limit.name = tier.name
-    status.current_limit.requests_per_unit = min(tier.limit, 2**32 - 1)
+    status.current_limit.requests_per_unit = min(answer.limit, 2**32 - 1)
     status.current_limit.unit = UNITS.get(tier.window_seconds, RateLimitResponse.RateLimit.UNKNOWN)
     remaining = answer.remaining
     if remaining is not None:

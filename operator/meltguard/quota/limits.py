@@ -53,8 +53,9 @@ class LimitsTable:
         known = ", ".join(t.name for t in document.tiers)
         raise UnknownQuota("tier", f"tier {tier!r} is not a tier of {policy} (known: {known})")
 
-    def limited_tiers(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """``{(policy, tier): (limit, baseline)}`` of every limited tier, for the gauges."""
+    def limited_tiers(self) -> dict[tuple[str, str], tuple[int | float, int]]:
+        """``{(policy, tier): (limit in force, baseline)}`` of every limited tier, for the
+        gauges (the limit in force may be fractional)."""
         return {
             (policy, tier.name): (tier.limit, tier.baseline)
             for policy, document in self.policies.items()

@@ -122,7 +122,8 @@ class QuotaMetrics:
         )
         self.limit = Gauge(
             "meltguard_quota_limit",
-            "Limit in force per window, by policy and tier (unlimited tiers are absent).",
+            "Limit in force per window, by policy and tier, with up to two decimals (each "
+            "subject's own limit is it rounded down or up; unlimited tiers are absent).",
             ["policy", "tier"],
             registry=self.registry,
         )
@@ -211,7 +212,7 @@ class QuotaMetrics:
             store.on_forget = self.request_ids_forgotten.inc
             self.request_ids.set_function(store.request_records)
 
-    def set_limits(self, limits: dict[tuple[str, str], tuple[int, int]]) -> None:
+    def set_limits(self, limits: dict[tuple[str, str], tuple[int | float, int]]) -> None:
         """Replace the limit/baseline gauges with ``{(policy, tier): (limit, baseline)}``."""
         self.limit.clear()
         self.baseline.clear()

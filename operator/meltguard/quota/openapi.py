@@ -43,7 +43,12 @@ _ANSWER_PROPERTIES: dict[str, Any] = {
     "policy": {"type": "string"},
     "tier": {"type": "string"},
     "unlimited": {"type": "boolean", "description": "The tier has no limit (never counted)."},
-    "limit": {"type": "integer", "minimum": 0, "description": "Limit in force per window."},
+    "limit": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "The subject's own limit in this window: the tier's limit in force, "
+        "rounded down or, for a share of the subjects as large as its fraction, up.",
+    },
     "baseline": {"type": "integer", "minimum": 0, "description": "The tier's untightened limit."},
     "windowSeconds": {"type": "integer", "minimum": 1},
     "tightened": {

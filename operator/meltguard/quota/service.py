@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ DEFAULT_FAIL_OPEN_SECONDS = 300.0
 class QuotaAnswer(NamedTuple):
     """What the service knows about one subject's tier after an operation.
 
+    ``limit`` is the subject's own whole limit in its current window (the tier's limit in
+    force may be fractional, see :meth:`QuotaTier.subject_limit`), None for an unlimited tier;
     ``used``/``reset_seconds`` are None for an unlimited tier and when the store failed
     (``degraded``); ``allowed`` is None for a peek.
     """
@@ -50,12 +53,13 @@ class QuotaAnswer(NamedTuple):
     reset_seconds: int | None = None
     replayed: bool = False
     degraded: bool = False
+    limit: int | None = None
 
     @property
     def remaining(self) -> int | None:
-        if self.used is None or self.tier.limit is None:
+        if self.used is None or self.limit is None:
             return None
-        return max(0, self.tier.limit - self.used)
+        return max(0, self.limit - self.used)
 
     @property
     def tightened(self) -> bool:
@@ -64,6 +68,14 @@ class QuotaAnswer(NamedTuple):
         return self.tier.tightened or (
             limit is not None and baseline is not None and limit < baseline
         )
+
+
+def subject_window(policy: str, tier: QuotaTier, subject: str, now: float) -> tuple[Window, int]:
+    """The window of a limited ``tier`` holding ``now`` and ``subject``'s whole limit in it."""
+    assert tier.window_seconds is not None  # a limited tier of a validated document
+    window = Window.containing(now, tier.window_seconds)
+    start = window.number * window.seconds
+    return window, tier.subject_limit(f"{policy}/{tier.name}", subject, start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,34 +196,36 @@ class QuotaService:
             self._count(request, "allowed")
             self._count_units(request, now, allowed=True)
             return QuotaAnswer(request.policy, tier, allowed=True)
-        assert tier.limit is not None and tier.window_seconds is not None  # validated document
-        window = Window.containing(now, tier.window_seconds)
+        assert tier.limit is not None  # validated document
+        window, limit = subject_window(request.policy, tier, request.subject, now)
         who = Subject(request.policy, request.tier, request.subject)
         try:
             outcome = await self.store.consume(
-                Consumption(who, window, request.cost, tier.limit, request.request_id, now, caller)
+                Consumption(who, window, request.cost, limit, request.request_id, now, caller)
             )
         except StoreUnavailable as error:
             self._store_failed("consume", error, now)
             allowed = self.fails_open(now)
             self._count(request, "fail_open" if allowed else "fail_closed")
             self._count_units(request, now, allowed=allowed)
-            return QuotaAnswer(request.policy, tier, allowed=allowed, degraded=True)
+            return QuotaAnswer(request.policy, tier, allowed=allowed, degraded=True, limit=limit)
         self._store_answered(now)
         self._count(request, "allowed" if outcome.allowed else "denied")
         if not outcome.replayed:
             tally = self._count_units(request, now, allowed=outcome.allowed)
-            length = reaching_length(tier.baseline if tier.baseline is not None else tier.limit)
+            baseline = tier.baseline if tier.baseline is not None else math.ceil(tier.limit)
+            length = reaching_length(baseline)
             tally.count_reaching(
                 window, attempts=outcome.attempts, cost=request.cost, length=length
             )
         return QuotaAnswer(
             request.policy,
             tier,
-            outcome.allowed,
-            outcome.used,
-            window.reset_seconds(now),
-            outcome.replayed,
+            allowed=outcome.allowed,
+            used=outcome.used,
+            reset_seconds=window.reset_seconds(now),
+            replayed=outcome.replayed,
+            limit=limit,
         )
 
     def _count(self, request: ConsumeRequest, result: str) -> None:
@@ -241,7 +255,7 @@ class QuotaService:
         if tier.unlimited or tier.window_seconds is None:
             return RefundAnswer("unlimited", QuotaAnswer(request.policy, tier))
         now = self.clock()
-        window = Window.containing(now, tier.window_seconds)
+        window, limit = subject_window(request.policy, tier, request.subject, now)
         who = Subject(request.policy, request.tier, request.subject)
         try:
             outcome = await self.store.refund(who, window, request.request_id, now, caller=caller)
@@ -253,7 +267,11 @@ class QuotaService:
         return RefundAnswer(
             outcome.reason,
             QuotaAnswer(
-                request.policy, tier, used=outcome.used, reset_seconds=window.reset_seconds(now)
+                request.policy,
+                tier,
+                used=outcome.used,
+                reset_seconds=window.reset_seconds(now),
+                limit=limit,
             ),
         )
 
@@ -263,7 +281,7 @@ class QuotaService:
         if tier.unlimited or tier.window_seconds is None:
             return QuotaAnswer(request.policy, tier)
         now = self.clock()
-        window = Window.containing(now, tier.window_seconds)
+        window, limit = subject_window(request.policy, tier, request.subject, now)
         try:
             used = await self.store.used(
                 Subject(request.policy, request.tier, request.subject), window
@@ -272,7 +290,9 @@ class QuotaService:
             self._store_failed("peek", error, now)
             raise
         self._store_answered(now)
-        return QuotaAnswer(request.policy, tier, used=used, reset_seconds=window.reset_seconds(now))
+        return QuotaAnswer(
+            request.policy, tier, used=used, reset_seconds=window.reset_seconds(now), limit=limit
+        )
 
     async def readiness(self, timeout_seconds: float = 1.0) -> Readiness:
         """Ready when limits are loaded and the store answers, or while it fails open."""
