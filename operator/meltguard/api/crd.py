@@ -24,7 +24,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
     {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus.total"},
     {"name": "Hot", "type": "integer", "jsonPath": ".status.gpus.hot"},
-    {"name": "Free-Limit", "type": "integer", "jsonPath": ".status.quotas[0].limit",
+    {"name": "Free-Limit", "type": "number", "jsonPath": ".status.quotas[0].limit",
      "description": "effective limit of the first (most shed) tier"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

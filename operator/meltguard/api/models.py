@@ -32,6 +32,7 @@ from meltguard.api.fields import (
     cel,
     field_rule_error,
 )
+from meltguard.api.limits import LimitInForce
 from meltguard.api.quota_models import QuotasSpec
 from meltguard.api.state import ControllerState
 from meltguard.api.vocabulary import Phase, PolicyApiVersion, PolicyKind, ThrottleReasonName
@@ -321,7 +322,8 @@ class TierQuotaStatus(Model):
     """The limit in force for one tier next to its baseline (the spec's limit)."""
 
     tier: str
-    limit: int | None = None
+    #: may carry two decimals (:mod:`meltguard.api.limits`)
+    limit: LimitInForce | None = None
     baseline: int | None = None
     window: str | None = None
     unlimited: bool | None = None

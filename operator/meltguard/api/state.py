@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from meltguard.api.limits import LimitInForce
 from meltguard.api.vocabulary import Phase
 
 
@@ -52,7 +53,7 @@ class TierLimit(_Plain):
     """The limit in force for one limited tier."""
 
     name: str
-    limit: int
+    limit: LimitInForce
 
 
 class ControllerState(_Plain):
@@ -83,6 +84,9 @@ class ControllerState(_Plain):
     #: from it; see meltguard.core.headroom)
     heat_cut: float | None = Field(default=None, ge=0)
     heat_cut_time: float | None = None
+    #: images per second the GPUs were making when they overheated: the heat cut's budget
+    #: grows back to a share of it at most
+    heat_ceiling: float | None = Field(default=None, ge=0)
     #: Only in the stored status, never seen by the core: the recommendation made at every
     #: tick since ``time`` and still made at the last tick, kept apart from
     #: ``recommendations`` so that the status does not change every tick. A restarted
