@@ -14,11 +14,20 @@ Model (all counts are users or images; times in seconds from the start of the si
   ``imagesPerSession``), else the session ends.
 * Each request is checked like the quota service does: a user who has made ``k`` images in
   the tier's current window is allowed while ``k < limit`` (the limit in force, which the
-  strategy may have tightened below the tier's baseline). Windows are the quota service's
-  own (:mod:`meltguard.core.windows`: fixed, aligned to the Unix epoch). A refused user
-  gives up for the session with probability ``giveUpProbability``, else asks again later.
+  strategy may have tightened below the tier's baseline). A fractional limit ``L`` (say 1.4)
+  allows ``k < floor(L)`` and, at ``k = floor(L)``, one more image to a share
+  ``L - floor(L)`` of the users (:mod:`meltguard.api.limits`). Windows are the quota
+  service's own (:mod:`meltguard.core.windows`: fixed, aligned to the Unix epoch). A refused
+  user gives up for the session with probability ``giveUpProbability``, else asks again later.
   A unit of quota is spent when the request is admitted (an image that later times out is
   not refunded), and each session is a new user.
+* The quota service picks the lucky share by a hash of subject and window, so its answer
+  stands for every retry in the window: a user refused that extra image is *held*, refused
+  on each retry, until the window turns over or the limit changes in a way that might admit
+  it (another whole part, or a larger fraction). It then goes back among the users who made
+  ``floor`` of the old limit and meets the new one like them. An approximation: the service
+  would remember that it fell outside the old share, so a raised limit admits held users a
+  little more often here than it would there.
 
 Users are kept as counts per (tier, images made in the window), so a million users cost no
 more than a thousand: one vector of buckets, updated with a few binomial draws per step.
@@ -27,6 +36,7 @@ more than a thousand: one vector of buckets, updated with a few binomial draws p
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +49,10 @@ from meltguard.sim.scenario import Scenario
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 #: Limit value meaning "no limit" in the arrays of limits: above any bucket index.
-UNLIMITED = np.iinfo(np.int64).max
+UNLIMITED = math.inf
 
 
 def session_rates(scenario: Scenario, tier_names: list[str], times: FloatArray) -> FloatArray:
@@ -94,13 +105,87 @@ class QuotaOutcome:
     shed: IntArray
 
 
-class UserPopulation:
-    """Users in session, bucketed by tier and images made in the current window.
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where each tier's buckets sit in the one vector of users, tier after tier.
 
-    The buckets of all tiers sit in one vector (tier after tier); a limited tier has
-    ``baseline + 1`` buckets (the last holds users at their baseline, refused whatever the
-    limit), an unlimited tier one bucket.
+    A limited tier has ``baseline + 2`` buckets: users by images made, ``0`` to ``baseline``
+    (the last refused whatever the limit), then its held bucket (users refused the extra
+    image of a fractional limit, see the module docstring). An unlimited tier has one.
     """
+
+    starts: IntArray
+    sizes: list[int]
+    tier_of_bucket: IntArray
+    #: images made in the window, per bucket (a held bucket: its tier's baseline + 1)
+    images_made: IntArray
+    #: per tier, the images a subject may make whatever the limit (inf: unlimited)
+    baselines: FloatArray
+    #: indices of the limited tiers, and the held bucket of each
+    limited: IntArray
+    held: IntArray
+    #: per tier, its buckets by images made (a limited tier's spread), None when unlimited
+    spreads: list[slice | None]
+
+    @classmethod
+    def of(cls, tiers: list[TierSpec]) -> _Layout:
+        """The buckets of ``tiers``, in their order."""
+        sizes = [1 if tier.unlimited else (tier.limit or 0) + 2 for tier in tiers]
+        starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        tier_of_bucket = np.repeat(np.arange(len(tiers)), sizes)
+        limited = np.array([i for i, tier in enumerate(tiers) if not tier.unlimited],
+                           dtype=np.int64)
+        return cls(
+            starts=starts, sizes=sizes, tier_of_bucket=tier_of_bucket,
+            images_made=np.arange(sum(sizes)) - starts[tier_of_bucket],
+            baselines=limits_array(tiers, {}), limited=limited,
+            held=(starts + np.array(sizes) - 1)[limited],
+            spreads=[None if tier.unlimited else slice(int(first), int(first) + size - 1)
+                     for tier, first, size in zip(tiers, starts, sizes, strict=True)],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    """How the limits in force treat each bucket.
+
+    ``admits``: buckets whose users are allowed (images made below the limit's whole part);
+    ``lucky``: the bucket at the whole part of each fractional limit, where a share
+    ``chance`` is allowed one more image and the others are held in ``held_of_lucky``;
+    ``level``: per limited tier, the bucket of users who made the whole part.
+    """
+
+    #: the limits it was made for, as a list (comparing lists is quicker than arrays)
+    limits: list[float]
+    whole: FloatArray
+    fraction: FloatArray
+    admits: BoolArray
+    lucky: IntArray
+    chance: FloatArray
+    held_of_lucky: IntArray
+    level: IntArray
+
+    @classmethod
+    def of(cls, limits: FloatArray, layout: _Layout) -> _Admission:
+        """How ``limits`` (tier order, held between 0 and the baselines) admit."""
+        capped = np.clip(limits, 0.0, layout.baselines)
+        whole = np.floor(capped)
+        finite = np.where(np.isfinite(capped), capped, 0.0)
+        fraction = finite - np.floor(finite)
+        limited = layout.limited
+        fractional = fraction[limited] > 0
+        level = layout.starts[limited] + whole[limited].astype(np.int64)
+        return cls(
+            limits=limits.tolist(), whole=whole, fraction=fraction,
+            admits=layout.images_made < whole[layout.tier_of_bucket],
+            lucky=level[fractional], chance=fraction[limited][fractional],
+            held_of_lucky=layout.held[fractional], level=level,
+        )
+
+
+class UserPopulation:
+    """Users in session, bucketed by tier and images made in the current window
+    (:class:`_Layout`)."""
 
     def __init__(self, scenario: Scenario, tiers: list[TierSpec], seed: int,
                  start: float) -> None:
@@ -108,43 +193,42 @@ class UserPopulation:
         step = scenario.timing.physics_step_seconds
         self._step_seconds = step
         self._start = start
-        sizes = [1 if tier.unlimited else (tier.limit or 0) + 1 for tier in tiers]
-        self._starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self._tier_of_bucket = np.repeat(np.arange(len(tiers)), sizes)
-        self._images_made = np.arange(sum(sizes)) - self._starts[self._tier_of_bucket]
-        baselines = limits_array(tiers, {})
-        self._below_baseline = self._images_made < baselines[self._tier_of_bucket]
-        self._moves_from, self._moves_to = _bucket_moves(tiers, sizes)
+        layout = self._layout = _Layout.of(tiers)
+        self._starts = layout.starts
+        self._below_baseline = layout.images_made < layout.baselines[layout.tier_of_bucket]
+        self._below_baseline[layout.held] = True
+        self._moves_from, self._moves_to = _bucket_moves(tiers, layout.sizes)
         self._ask, self._keep_going, self._retry = (
-            np.array(values)[self._tier_of_bucket] for values in _behaviour(scenario, tiers, step)
+            np.array(values)[layout.tier_of_bucket]
+            for values in _behaviour(scenario, tiers, step)
         )
         self._windows = [(int(first), size, tier.window_seconds)
-                         for first, size, tier in zip(self._starts, sizes, tiers, strict=True)]
+                         for first, size, tier in zip(self._starts, layout.sizes, tiers,
+                                                      strict=True)]
         self._next_resets = [Window.containing(start, seconds).end
                              for _, _, seconds in self._windows]
-        self._active = np.zeros(sum(sizes), dtype=np.int64)
+        self._active = np.zeros(sum(layout.sizes), dtype=np.int64)
         self._step_index = 0
-        self._sizes = sizes
-        self._limited = [not tier.unlimited for tier in tiers]
         self._tier_names = [tier.name for tier in tiers]
+        self._in_force = _Admission.of(layout.baselines, layout)
         #: attempts in the current window by the images made before them (the signal's spread)
-        self._attempted = np.zeros(sum(sizes), dtype=np.int64)
+        self._attempted = np.zeros(sum(layout.sizes), dtype=np.int64)
         self._since_signal = _Counts.zero(len(tiers))
 
-    def step(self, arrivals: IntArray, limits: IntArray) -> QuotaOutcome:
+    def step(self, arrivals: IntArray, limits: FloatArray) -> QuotaOutcome:
         """Advance one physics step with ``limits`` in force (use :data:`UNLIMITED` for none)."""
         self._reset_finished_windows()
+        self._meet_limits(limits)
         self._active[self._starts] += arrivals
         asking = self._rng.binomial(self._active, self._ask)
-        allowed = self._images_made < limits[self._tier_of_bucket]
-        admitted = np.where(allowed, asking, 0)
+        admitted = self._admit(asking)
         refused = asking - admitted
         shed = np.where(self._below_baseline, refused, 0)
         self._active -= asking
         self._count_attempts(admitted, refused)
         wanting_more = self._rng.binomial(admitted, self._keep_going)
         self._active[self._moves_to] += wanting_more[self._moves_from]
-        self._active += self._rng.binomial(refused, self._retry)
+        self._active += self._hold(self._rng.binomial(refused, self._retry))
         self._step_index += 1
         outcome = QuotaOutcome(
             admitted=np.add.reduceat(admitted, self._starts),
@@ -154,13 +238,51 @@ class UserPopulation:
         self._since_signal.add(outcome)
         return outcome
 
+    def _meet_limits(self, limits: FloatArray) -> None:
+        """Put ``limits`` in force; held users whom the change might admit go back to the
+        bucket of the old limit's whole part. A lower fraction over the same whole part keeps
+        them held: the quota service refuses them still."""
+        old = self._in_force
+        if limits.tolist() == old.limits:
+            return
+        new = self._in_force = _Admission.of(limits, self._layout)
+        limited = self._layout.limited
+        released = ((new.whole[limited] != old.whole[limited])
+                    | (new.fraction[limited] > old.fraction[limited]))
+        held, level = self._layout.held[released], old.level[released]
+        self._active[level] += self._active[held]
+        self._active[held] = 0
+
+    def _admit(self, asking: IntArray) -> IntArray:
+        """Requests allowed per bucket: all below the whole part of the limit, a ``chance``
+        share of those at a fractional limit's whole part."""
+        admission = self._in_force
+        admitted = np.where(admission.admits, asking, 0)
+        lucky = admission.lucky
+        if lucky.size:
+            admitted[lucky] = self._rng.binomial(asking[lucky], admission.chance)
+        return admitted
+
+    def _hold(self, retrying: IntArray) -> IntArray:
+        """Where refused users who ask again wait: those refused a fractional limit's extra
+        image in the held bucket (the quota service's answer stands for the window), the
+        others where they were."""
+        admission = self._in_force
+        retrying[admission.held_of_lucky] += retrying[admission.lucky]
+        retrying[admission.lucky] = 0
+        return retrying
+
     def _count_attempts(self, admitted: IntArray, refused: IntArray) -> None:
         """Attempts by the images made before them, as the quota service counts a subject's
         attempts. The buckets know images made, not attempts, so refusals are split as in a
         steady stream: a refused user asks again with probability ``r``, so a share ``1 - r``
         of the refusals are first attempts (counted at the attempt), the rest retries
-        (counted at the attempt after; later retries would climb further)."""
+        (counted at the attempt after; later retries would climb further). Held users count
+        as refused at the images they made (the limit's whole part)."""
         self._attempted += admitted
+        refused = refused.copy()
+        refused[self._in_force.level] += refused[self._layout.held]
+        refused[self._layout.held] = 0
         giving_up = np.rint(refused * (1 - self._retry)).astype(np.int64)
         self._attempted += giving_up
         self._attempted[self._moves_to] += (refused - giving_up)[self._moves_from]
@@ -174,18 +296,18 @@ class UserPopulation:
         attempt again (the buckets know images made, not attempts), so the spread is then
         kept non-increasing by capping each entry at the one before.
         """
-        counts, self._since_signal = self._since_signal, _Counts.zero(len(self._sizes))
+        counts, self._since_signal = self._since_signal, _Counts.zero(len(self._tier_names))
         if counts.steps == 0:
             return None
         seconds = counts.steps * self._step_seconds
         tiers = []
-        for index, (first, size) in enumerate(zip(self._starts, self._sizes, strict=True)):
-            attempted = self._attempted[first:first + size]
-            reaching = (tuple(int(n) for n in np.minimum.accumulate(attempted))
-                        if self._limited[index] else ())
+        for index, (name, spread) in enumerate(zip(self._tier_names, self._layout.spreads,
+                                                   strict=True)):
+            reaching = (() if spread is None else
+                        tuple(int(n) for n in np.minimum.accumulate(self._attempted[spread])))
             admitted, refused = counts.admitted[index], counts.refused[index]
             tiers.append(TierDemand(
-                tier=self._tier_names[index],
+                tier=name,
                 attempts_per_second=float(admitted + refused) / seconds,
                 admitted_per_second=float(admitted) / seconds,
                 refused_per_second=float(refused) / seconds,
@@ -194,7 +316,8 @@ class UserPopulation:
         return DemandSignal(tiers=tuple(tiers), observed_at=observed_at)
 
     def _reset_finished_windows(self) -> None:
-        """Counters start over when the quota service's window changes (epoch-aligned)."""
+        """Counters start over when the quota service's window changes (epoch-aligned); held
+        users with them."""
         now = self._start + self._step_index * self._step_seconds
         for index, (first, size, seconds) in enumerate(self._windows):
             if now >= self._next_resets[index]:
@@ -226,8 +349,9 @@ class _Counts:
 def _bucket_moves(tiers: list[TierSpec], sizes: list[int]) -> tuple[IntArray, IntArray]:
     """Where a user goes after an image: one bucket up in a limited tier, nowhere else.
 
-    A limited tier's last bucket (users at the baseline) never admits, so it moves nobody;
-    leaving it out keeps the targets distinct, which ``+=`` on an index array needs.
+    A limited tier's bucket of users at the baseline and its held bucket never admit, so
+    they move nobody; leaving them out keeps the targets distinct, which ``+=`` on an index
+    array needs.
     """
     sources: list[int] = []
     targets: list[int] = []
@@ -238,8 +362,8 @@ def _bucket_moves(tiers: list[TierSpec], sizes: list[int]) -> tuple[IntArray, In
             sources += buckets
             targets += buckets
         else:
-            sources += buckets[:-1]
-            targets += buckets[1:]
+            sources += buckets[:-2]
+            targets += buckets[1:-1]
         first += size
     return np.array(sources, dtype=np.int64), np.array(targets, dtype=np.int64)
 
@@ -254,16 +378,20 @@ def _behaviour(scenario: Scenario, tiers: list[TierSpec], step: int
     return ask, keep_going, retry
 
 
-def limits_array(tiers: list[TierSpec], limits: dict[str, int | None]) -> IntArray:
-    """Limits in tier order, never above the baseline (a cut above it changes nothing).
+def limits_array(tiers: list[TierSpec], limits: Mapping[str, float | None]) -> FloatArray:
+    """Limits in tier order, never above the baseline (a cut above it changes nothing); a
+    limit may be fractional (see the module docstring).
 
     Unlimited tiers and tiers without an entry take their baseline.
     """
-    values = []
+    values: list[float] = []
     for tier in tiers:
         limit = limits.get(tier.name, tier.limit)
         if tier.unlimited or tier.limit is None or limit is None:
             values.append(UNLIMITED)
+        elif not limit >= 0 or math.isinf(limit):
+            raise ValueError(f"tier {tier.name!r}: a limit in force must be a finite number"
+                             f" of images >= 0, not {limit}")
         else:
             values.append(min(limit, tier.limit))
-    return np.array(values, dtype=np.int64)
+    return np.array(values, dtype=np.float64)

@@ -137,7 +137,7 @@ class _Recorder:
         self._step = inputs.scenario.timing.physics_step_seconds
         self._tick = _TickSums()
 
-    def step(self, index: int, limits: IntArray, quota: QuotaOutcome, outcome: StepOutcome,
+    def step(self, index: int, limits: FloatArray, quota: QuotaOutcome, outcome: StepOutcome,
              melting_gpus: int) -> None:
         run = self.run
         run.served += outcome.served
@@ -153,7 +153,7 @@ class _Recorder:
         self._tick.add(admitted + refused, float(outcome.served.sum()), refused,
                        float(outcome.failed.sum()))
 
-    def _out_of_order(self, limits: IntArray, shed: IntArray) -> int:
+    def _out_of_order(self, limits: FloatArray, shed: IntArray) -> int:
         count = 0
         earlier_above_floor = False
         for index, tier in enumerate(self._tiers):
@@ -163,7 +163,7 @@ class _Recorder:
                 earlier_above_floor = True
         return count
 
-    def tick(self, now: float, fleet: SimulatedFleet, control: Control, limits: IntArray
+    def tick(self, now: float, fleet: SimulatedFleet, control: Control, limits: FloatArray
              ) -> None:
         series = self.run.series
         seconds = self._tick.steps * self._step or 1

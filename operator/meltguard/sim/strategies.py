@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,7 +35,7 @@ class Control:
     """What a strategy wants after one tick: replicas, limits in force, its phase (if any)."""
 
     replicas: int
-    limits: dict[str, int | None]
+    limits: Mapping[str, int | float | None]
     phase: str | None = None
 
 
