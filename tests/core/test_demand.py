@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -10,11 +11,14 @@ from hypothesis import strategies as st
 
 from meltguard.api.quota_models import TierSpec
 from meltguard.core.demand import (
+    MIN_MOVE_SHARE,
     DemandSignal,
+    Limits,
     Spread,
     TierDemand,
     predicted_admitted,
     water_fill,
+    worth_changing,
 )
 
 from .conftest import NOW, make_spec
@@ -86,18 +90,43 @@ def test_the_free_tier_is_cut_in_one_step_to_the_largest_limit_that_fits() -> No
     assert water_fill(TIERS, demand, 15.0, in_force={}) == {"free": 0, "plus": 50}
 
 
-def test_nearest_takes_the_next_limit_if_it_overshoots_less_than_the_fit_is_under() -> None:
+def test_between_two_whole_limits_the_fraction_of_the_next_image_fills_the_budget() -> None:
     demand = signal(tier("free", (100, 60, 30, 10), admitted=190.0),
                     tier("plus", (5,) * 200, admitted=40.0),
                     tier("pro", (), admitted=10.0))
-    # free at 2: 210/s in all, at 1: 150/s
-    assert water_fill(TIERS, demand, 190.0, in_force={}) == {"free": 1, "plus": 200}
-    for budget, free in ((190.0, 2), (170.0, 1)):
-        rounded = water_fill(TIERS, demand, budget, in_force={}, nearest=True)
-        assert rounded == {"free": free, "plus": 200}
-    # plus is rounded the same way once free is at its floor: 0.2/s per unit of its limit
-    rounded = water_fill(TIERS, demand, 30.15, in_force={}, nearest=True)
-    assert rounded == {"free": 0, "plus": 101}
+    # free at 1: 150/s in all, at 2: 210/s; 190/s is two thirds of the way: 1.666 -> 1.66
+    assert water_fill(TIERS, demand, 190.0, in_force={}) == {"free": 1.66, "plus": 200}
+    # plus once free is at its floor: 0.2/s per unit of its limit over pro's 10/s
+    assert water_fill(TIERS, demand, 30.15, in_force={}) == {"free": 0, "plus": 100.75}
+
+
+def test_a_fractional_limit_predicts_the_load_on_the_line_between_whole_ones() -> None:
+    spread = Spread.of((100, 60, 30), in_force=3, baseline=3)
+    assert spread.images(1.5) == pytest.approx(130.0)
+    free = tier("free", (100, 60, 30), admitted=190.0)
+    # in force 1.5: the entry past 1 was admitted to half the subjects, estimated as the tail
+    assert predicted_admitted(free, 1.5, in_force=1.5, baseline=3) == pytest.approx(190.0)
+    assert predicted_admitted(free, 1, in_force=1.5, baseline=3) < 190.0
+
+
+def test_a_move_too_small_to_matter_is_not_worth_a_change_unless_it_reaches_an_end() -> None:
+    demand = signal(tier("free", (100, 60, 30, 10), admitted=190.0),
+                    tier("plus", (5,) * 200, admitted=40.0),
+                    tier("pro", (), admitted=10.0))
+    budget = 200.0
+    step = MIN_MOVE_SHARE * budget  # images/s a change must move; free moves 60/s per image
+    small, large = 1 + 0.9 * step / 60, 1 + 1.1 * step / 60
+    in_force = {"free": 1, "plus": 200}
+    assert not worth_changing(TIERS, demand, {"free": small, "plus": 200}, in_force=in_force,
+                              budget=budget)
+    assert worth_changing(TIERS, demand, {"free": large, "plus": 200}, in_force=in_force,
+                          budget=budget)
+    # back to the baseline, or down to the floor, however small the move
+    assert worth_changing(TIERS, demand, {"free": 3, "plus": 200},
+                          in_force={"free": 2.99, "plus": 200}, budget=budget)
+    assert worth_changing(TIERS, demand, {"free": 0, "plus": 200},
+                          in_force={"free": 0.01, "plus": 200}, budget=budget)
+    assert not worth_changing(TIERS, demand, in_force, in_force=in_force, budget=budget)
 
 
 SPREADS = st.lists(st.integers(0, 10_000), min_size=1, max_size=8).map(
@@ -112,54 +141,55 @@ def demands(draw: st.DrawFn) -> DemandSignal:
     return signal(one("free"), one("plus"), one("pro"))
 
 
-IN_FORCE = st.fixed_dictionaries({"free": st.integers(0, 3), "plus": st.integers(50, 200)})
+IN_FORCE = st.fixed_dictionaries({"free": st.integers(0, 300).map(lambda n: n / 100),
+                                  "plus": st.integers(50, 200)})
 
 
-def fits_or_floors(tiers: list[TierSpec], limits: dict[str, int]) -> bool:
+def fits_or_floors(tiers: list[TierSpec], limits: Limits) -> bool:
     return all(limits[t.name] >= t.floor and limits[t.name] <= (t.limit or 0)
                for t in tiers if t.limit is not None)
 
 
-@given(demands(), IN_FORCE, st.floats(0, 2000), st.integers(2, 5), st.booleans())
+@given(demands(), IN_FORCE, st.floats(0, 2000), st.integers(2, 5))
 def test_the_limits_are_monotone_in_demand_and_never_below_the_floor(
-        demand: DemandSignal, in_force: dict[str, int], budget: float, times: int,
-        nearest: bool) -> None:
-    fewer = water_fill(TIERS, demand, budget, in_force=in_force, nearest=nearest)
-    more = water_fill(TIERS, scaled(demand, times), budget, in_force=in_force, nearest=nearest)
+        demand: DemandSignal, in_force: dict[str, float], budget: float, times: int) -> None:
+    fewer = water_fill(TIERS, demand, budget, in_force=in_force)
+    more = water_fill(TIERS, scaled(demand, times), budget, in_force=in_force)
     assert fits_or_floors(list(TIERS), fewer) and fits_or_floors(list(TIERS), more)
     assert all(more[name] <= fewer[name] for name in fewer)
 
 
-@given(demands(), IN_FORCE, st.floats(0, 2000), st.floats(0, 2000), st.booleans())
-def test_more_budget_never_lowers_a_limit(demand: DemandSignal, in_force: dict[str, int],
-                                         budget: float, extra: float, nearest: bool) -> None:
-    less = water_fill(TIERS, demand, budget, in_force=in_force, nearest=nearest)
-    more = water_fill(TIERS, demand, budget + extra, in_force=in_force, nearest=nearest)
+@given(demands(), IN_FORCE, st.floats(0, 2000), st.floats(0, 2000))
+def test_more_budget_never_lowers_a_limit(demand: DemandSignal, in_force: dict[str, float],
+                                         budget: float, extra: float) -> None:
+    less = water_fill(TIERS, demand, budget, in_force=in_force)
+    more = water_fill(TIERS, demand, budget + extra, in_force=in_force)
     assert all(more[name] >= less[name] for name in less)
 
 
-def load_of(demand: DemandSignal, limits: dict[str, int], in_force: dict[str, int]) -> float:
+def load_of(demand: DemandSignal, limits: Limits, in_force: Limits) -> float:
     return sum(predicted_admitted(t, limits.get(t.tier), in_force=in_force.get(t.tier),
                                   baseline=spec.limit)
                for t, spec in zip(demand.tiers, TIERS, strict=True))
 
 
 @given(demands(), IN_FORCE, st.floats(0, 2000))
-def test_nearest_is_the_fit_or_one_above_it_whichever_load_is_closer(
-        demand: DemandSignal, in_force: dict[str, int], budget: float) -> None:
-    fit = water_fill(TIERS, demand, budget, in_force=in_force)
-    near = water_fill(TIERS, demand, budget, in_force=in_force, nearest=True)
-    raised = [name for name in fit if near[name] != fit[name]]
-    assert len(raised) <= 1
-    for name in raised:
-        assert near[name] == fit[name] + 1
-        over = load_of(demand, near, in_force) - budget
-        assert 0 < over < budget - load_of(demand, fit, in_force)
+def test_the_limit_is_within_one_image_of_the_largest_whole_limit_that_fits(
+        demand: DemandSignal, in_force: dict[str, float], budget: float) -> None:
+    limits = water_fill(TIERS, demand, budget, in_force=in_force)
+    assert all(round(limit, 2) == limit for limit in limits.values())
+    cut = [spec for spec in (FREE, PLUS) if limits[spec.name] < (spec.limit or 0)]
+    if cut:  # the last tier cut: one whole image more would not fit
+        spec = cut[-1]
+        whole = math.floor(limits[spec.name])
+        if whole > spec.floor or limits[spec.name] > whole:
+            raised = {**limits, spec.name: whole + 1}
+            assert load_of(demand, raised, in_force) > budget - 1e-6
 
 
 @given(demands(), IN_FORCE, st.floats(0, 2000))
 def test_plus_is_cut_only_with_free_at_its_floor_and_the_result_fits(
-        demand: DemandSignal, in_force: dict[str, int], budget: float) -> None:
+        demand: DemandSignal, in_force: dict[str, float], budget: float) -> None:
     limits = water_fill(TIERS, demand, budget, in_force=in_force)
     if limits["plus"] < 200:
         assert limits["free"] == FREE.floor
@@ -170,5 +200,6 @@ def test_plus_is_cut_only_with_free_at_its_floor_and_the_result_fits(
 
 def test_a_tier_missing_from_the_signal_keeps_its_baseline() -> None:
     demand = signal(tier("free", (100, 50), admitted=150.0))
-    assert water_fill(TIERS, demand, 100.0, in_force={}) == {"free": 1, "plus": 200}
+    # free: 75/s at 1, 112.5/s at 2 (150/s x images / 200); plus absent, at its baseline
+    assert water_fill(TIERS, demand, 100.0, in_force={}) == {"free": 1.66, "plus": 200}
     assert replace(demand, tiers=()).tier("free") is None

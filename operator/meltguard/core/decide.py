@@ -22,7 +22,13 @@ from meltguard.api.models import GpuCounts, PolicySpec
 from meltguard.api.quotas import QuotaTier
 from meltguard.api.state import ControllerState, Recommendation
 from meltguard.api.vocabulary import CALM_PHASES, Phase
-from meltguard.core.demand import DemandSignal, water_fill
+from meltguard.core.demand import (
+    DemandSignal,
+    Limits,
+    attempted_total,
+    water_fill,
+    worth_changing,
+)
 from meltguard.core.headroom import Headroom, HeatCut, headroom
 from meltguard.core.observation import Observation
 from meltguard.core.placement import (
@@ -33,7 +39,6 @@ from meltguard.core.placement import (
     within_ceiling,
 )
 from meltguard.core.quotas import (
-    RELAX_SHARE,
     Pressure,
     QuotaChange,
     QuotaStep,
@@ -41,6 +46,7 @@ from meltguard.core.quotas import (
     follow_demand,
     limits_in_force,
     step_quotas,
+    within_growth,
 )
 from meltguard.core.replicas import (
     WITHIN_RANGE,
@@ -138,7 +144,7 @@ def decide(
                                        now=now)
     all_cooling = thermal.melting > 0 and thermal.cooling == thermal.melting
     learnt = state.images_per_gpu_second
-    heat = None if state.heat_cut is None else HeatCut(state.heat_cut, state.heat_cut_time or now)
+    heat = None if state.heat_cut is None else _remembered_heat(spec, state, now)
     placed_at_most = _placed_at_most(state.placed_at_most, placement)
     if demand is not None and thermal.mean_utilization is not None:
         room = headroom(spec, observation, demand, utilization=thermal.mean_utilization,
@@ -146,7 +152,7 @@ def decide(
                         reachable_gpus=_reachable_gpus(spec, placement, placed_at_most,
                                                        gpus=thermal.fresh),
                         steady=thermal.phase in CALM_PHASES, learnt=learnt, heat=heat,
-                        now=now)
+                        cooling=all_cooling, now=now)
         learnt, heat = room.images_per_gpu_second, room.heat
         quota_step = _follow(spec, state, demand, room, cannot_help=cannot_help,
                              all_cooling=all_cooling, now=now)
@@ -177,6 +183,7 @@ def decide(
             "placed_at_most": placed_at_most,
             "heat_cut": None if heat is None else heat.budget,
             "heat_cut_time": None if heat is None else heat.at,
+            "heat_ceiling": None if heat is None else heat.ceiling,
             "placeable_replicas": placement.ceiling,
             "pending_since": placement.pending_since,
         }
@@ -302,20 +309,36 @@ def _scaling_cannot_help(spec: PolicySpec, placement: Placement, *,
 
 def _follow(spec: PolicySpec, state: ControllerState, demand: DemandSignal, room: Headroom, *,
             cannot_help: bool, all_cooling: bool, now: float) -> QuotaStep:
-    """Demand-aware quotas: water-filled limits for the budget (and for the share of it a
-    raised limit may fill), taken when the pressure calls for them."""
+    """Demand-aware quotas: the water-filled limits for the budget, if worth a change, taken
+    when the pressure calls for them. A raise goes at most :data:`RELAX_GROWTH` times up,
+    or straight back to the baselines once every attempt fits the budget."""
     tiers = spec.quotas.tiers
-    in_force = {entry.name: entry.limit for entry in limits_in_force(tiers, state.limits)}
+    in_force: Limits = {entry.name: entry.limit
+                        for entry in limits_in_force(tiers, state.limits)}
+    filled = water_fill(tiers, demand, room.budget, in_force=in_force)
+    if not worth_changing(tiers, demand, filled, in_force=in_force, budget=room.budget):
+        filled = in_force
+    if attempted_total(demand) <= room.budget:
+        raised: Limits = {tier.name: tier.limit for tier in tiers if tier.limit is not None}
+    else:
+        raised = within_growth(in_force, filled)
     return follow_demand(
-        spec.quotas, remembered=state.limits,
-        tighten_to=water_fill(tiers, demand, room.budget, in_force=in_force, nearest=True),
-        relax_to=water_fill(tiers, demand, room.budget * RELAX_SHARE, in_force=in_force,
-                            nearest=True),
+        spec.quotas, remembered=state.limits, tighten_to=filled, relax_to=raised,
         pressure=Pressure(utilization=room.utilization, fill=room.fill,
                           overheated=room.overheated, warm=room.warm,
                           scaling_cannot_help=cannot_help,
                           all_cooling=all_cooling),
         last_change=state.last_quota_change_time, now=now)
+
+
+def _remembered_heat(spec: PolicySpec, state: ControllerState, now: float) -> HeatCut:
+    """The last cut for heat, from the status (without a ceiling, from before ceilings were
+    kept: the load the cut was made from)."""
+    assert state.heat_cut is not None
+    ceiling = state.heat_ceiling
+    if ceiling is None:
+        ceiling = state.heat_cut / spec.quotas.tighten.factor
+    return HeatCut(state.heat_cut, state.heat_cut_time or now, ceiling=ceiling)
 
 
 def _placed_at_most(remembered: int | None, placement: Placement) -> int | None:

@@ -5,14 +5,19 @@ attempt, admission and refusal rates, and how the subjects' attempts in the curr
 are spread. From that spread the admitted load at any other limit follows: a subject that
 attempted ``a`` images in the window is admitted ``min(a, limit)``, so with ``reaching[k - 1]``
 the number of subjects whose attempts reached ``k``, a limit ``L`` admits
-``sum(reaching[:L])`` images per window.
+``sum(reaching[:L])`` images per window. A fractional limit ``L`` gives a share
+``L - floor(L)`` of the subjects one image more than ``floor(L)``
+(:mod:`meltguard.api.limits`), so its load lies on the straight line between the two whole
+limits around it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from meltguard.api.limits import round_limit
 from meltguard.api.quota_models import TierSpec
 
 
@@ -75,8 +80,16 @@ class Spread:
             return cls(known, refused, ratio)
         return cls(known, known[-1] * ratio if known else refused, ratio)
 
-    def images(self, limit: int) -> float:
-        """Images the window's subjects would have been admitted under ``limit``."""
+    def images(self, limit: float) -> float:
+        """Images the window's subjects would have been admitted under ``limit`` (between
+        two whole limits: on the line between their images)."""
+        whole = math.floor(limit)
+        below = self._whole_images(whole)
+        if limit == whole:
+            return below
+        return below + (limit - whole) * (self._whole_images(whole + 1) - below)
+
+    def _whole_images(self, limit: int) -> float:
         if limit <= len(self.known):
             return float(sum(self.known[:max(limit, 0)]))
         extra = limit - len(self.known)
@@ -100,7 +113,7 @@ def _decline(entries: Sequence[int]) -> float | None:
     return min(1.0, sum(positive[1:]) / sum(positive[:-1]))
 
 
-def predicted_admitted(tier: TierDemand, limit: int | None, *, in_force: int | None,
+def predicted_admitted(tier: TierDemand, limit: float | None, *, in_force: float | None,
                        baseline: int | None) -> float:
     """Images per second ``tier`` would be admitted at ``limit`` (None: no limit), now that
     ``in_force`` is (None: unlimited), its baseline being ``baseline``.
@@ -110,21 +123,23 @@ def predicted_admitted(tier: TierDemand, limit: int | None, *, in_force: int | N
     nothing is admitted: then the attempts, times the share of the window's attempts that
     ``limit`` would admit (retries of refused subjects are attempts but no images).
     Monotone in ``limit``; proportional to the demand when more subjects of the same habits
-    come.
+    come. Under a fractional ``in_force`` the entry past its whole part is measured too:
+    every subject that reached it was counted, whether admitted or refused.
     """
     if limit is None or in_force is None or baseline is None:
         return tier.attempts_per_second
-    spread = Spread.of(tier.reaching, in_force, baseline)
+    spread = Spread.of(tier.reaching, math.ceil(in_force), baseline)
     if in_force > 0 and spread.images(in_force) > 0:
         return tier.admitted_per_second * spread.images(limit) / spread.images(in_force)
     attempted = sum(tier.reaching)
     if attempted <= 0:
-        return tier.attempts_per_second if limit > 0 else 0.0
+        return tier.attempts_per_second * min(1.0, limit)
     return tier.attempts_per_second * min(1.0, spread.images(limit) / attempted)
 
 
-def _load(tiers: Sequence[TierSpec], demand: DemandSignal, limits: Sequence[int | None],
-          in_force: Mapping[str, int]) -> float:
+def _load(tiers: Sequence[TierSpec], demand: DemandSignal,
+          limits: Sequence[int | float | None], in_force: Mapping[str, int | float | None]
+          ) -> float:
     total = 0.0
     for tier, limit in zip(tiers, limits, strict=True):
         seen = demand.tier(tier.name)
@@ -134,26 +149,31 @@ def _load(tiers: Sequence[TierSpec], demand: DemandSignal, limits: Sequence[int 
     return total
 
 
+#: Limits in force by tier name (whole numbers, or with two decimals).
+Limits = dict[str, int | float]
+
+#: A limit moves only when the move shifts the predicted admitted load by at least this share
+#: of the budget (or reaches a baseline or a floor): smaller moves are within the tick-to-tick
+#: noise of the signal, and each one is a change users see.
+MIN_MOVE_SHARE = 0.1
+
+
 def water_fill(tiers: Sequence[TierSpec], demand: DemandSignal, budget: float, *,
-               in_force: Mapping[str, int], nearest: bool = False) -> dict[str, int]:
-    """The limits, in shed order, whose predicted admitted load fits ``budget`` (images/s),
+               in_force: Mapping[str, int | float]) -> Limits:
+    """The limits, in shed order, whose predicted admitted load fills ``budget`` (images/s),
     ``in_force`` being the limits now (a tier left out: at its baseline).
 
     The candidates run from every tier at its baseline down the shed order: the first tier
     from its baseline to its floor (the others at their baselines), then the second tier
     with the first at its floor, and so on. The first candidate that fits wins; when none
-    does, every limited tier is at its floor. Each tier's limit is found by bisection, the
-    load being monotone in it. More demand or less budget never gives a higher limit.
-
-    ``nearest``: of the two whole-number limits around the budget, the one whose load is
-    closer to it, even if above. A limit counts whole images per window, and when one image
-    more per subject is a large share of the budget (every new subject's first image, in a
-    surge), the limit that fits may leave most of the fleet idle while the next one overloads
-    it only a little: for load (not heat), being nearer is better than being under.
+    does, every limited tier is at its floor. Each tier's whole limit is found by bisection,
+    the load being monotone in it; then the fraction of one more image that fills the budget
+    (the load is linear between two whole limits), rounded down to two decimals. More demand
+    or less budget never gives a higher limit.
     """
     current = {tier.name: in_force.get(tier.name, tier.limit) for tier in tiers
                if tier.limit is not None}
-    limits: list[int | None] = [tier.limit for tier in tiers]
+    limits: list[int | float | None] = [tier.limit for tier in tiers]
 
     def load_at(index: int, limit: int) -> float:
         limits[index] = limit
@@ -173,12 +193,35 @@ def water_fill(tiers: Sequence[TierSpec], demand: DemandSignal, budget: float, *
                 low = middle
             else:
                 high = middle
-        over = load_at(index, high) - budget
-        under = budget - load_at(index, low)
-        limits[index] = high if nearest and over < under else low
+        at_low, at_high = load_at(index, low), load_at(index, high)
+        limits[index] = round_limit(low + (budget - at_low) / (at_high - at_low))
         break
-    return {tier.name: int(limit or 0) for tier, limit in zip(tiers, limits, strict=True)
+    return {tier.name: limit or 0 for tier, limit in zip(tiers, limits, strict=True)
             if tier.limit is not None}
+
+
+def worth_changing(tiers: Sequence[TierSpec], demand: DemandSignal, targets: Limits, *,
+                   in_force: Mapping[str, int | float], budget: float) -> bool:
+    """Whether moving from ``in_force`` to ``targets`` is a change worth making: it shifts the
+    predicted load by :data:`MIN_MOVE_SHARE` of ``budget``, or takes a tier that moves to its
+    baseline or its floor (so limits always get back to their baselines)."""
+    current = {tier.name: in_force.get(tier.name, tier.limit) for tier in tiers
+               if tier.limit is not None}
+    wanted = {name: targets.get(name, limit) for name, limit in current.items()}
+    if any(wanted[tier.name] in (tier.limit, tier.floor) for tier in tiers
+           if tier.name in wanted and wanted[tier.name] != current[tier.name]):
+        return True
+
+    def load(limits: Mapping[str, int | float | None]) -> float:
+        return _load(tiers, demand, [limits.get(tier.name) for tier in tiers], current)
+
+    return abs(load(wanted) - load(current)) >= MIN_MOVE_SHARE * budget
+
+
+def attempted_total(demand: DemandSignal) -> float:
+    """Images per second attempted over every tier: no limits could admit more (retries of
+    refused subjects are attempts too)."""
+    return sum(entry.attempts_per_second for entry in demand.tiers)
 
 
 def admitted_total(demand: DemandSignal) -> float:

@@ -18,11 +18,13 @@ quotas fill.
   clear of melting. With the defaults, 94 %.
 * Heat is another matter: a GPU at the melt temperature or thermally throttled needs less
   load whatever its rate, so then the budget is the load admitted now, cut by
-  ``tighten.factor``. That cut is remembered: its budget grows by ``relax.stepPercent`` per
-  ``relax.intervalSeconds`` (compounded, as time passes) while every GPU is below
-  ``melt.cool.temperatureCelsius``, and is forgotten once it passes the fleet's budget.
-  Without that memory, the limits would go straight back to the load that overheated the
-  GPUs.
+  ``tighten.factor`` (again only if that cut has had its chance to work). That cut is
+  remembered: its budget grows by ``relax.stepPercent`` per ``relax.intervalSeconds``
+  (compounded, as time passes) while every GPU is below ``melt.cool.temperatureCelsius``,
+  up to :data:`HEAT_CEILING_SHARE` of the work the GPUs were doing when they overheated;
+  it is forgotten once it passes the fleet's budget, or once the GPUs run well under the
+  cool temperature at that ceiling (the cooling is back). Without that memory, the limits
+  would go straight back to the load that overheated the GPUs.
 """
 
 from __future__ import annotations
@@ -35,8 +37,19 @@ from meltguard.core.observation import Observation
 
 #: Below this utilization one tick's figures are too small to learn a GPU's rate from.
 LEARN_FROM = 0.2
+#: Mean utilization from which the GPUs count as saturated: busy with a queue.
+SATURATED = 0.99
 #: Weight of a new tick's rate against the rate learnt so far.
 SMOOTHING = 0.2
+#: A budget cut for heat grows back to at most this share of the work the GPUs did when they
+#: overheated (images per second, from their utilization and rate): the cooling that failed
+#: under that work is likely still failing.
+HEAT_CEILING_SHARE = 0.7
+#: The heat is gone (the memory of a cut for heat is dropped) once the budget is back at its
+#: ceiling and every GPU is this many degrees under ``melt.cool.temperatureCelsius``.
+HEAT_CLEARED_CELSIUS = 10.0
+#: ... with the load admitted at least this share of the budget.
+LOADED_SHARE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +99,63 @@ def learn_rate(previous: float | None, *, admitted_per_second: float, utilizatio
 
 @dataclass(frozen=True, slots=True)
 class HeatCut:
-    """The budget the last cut for heat left, and when it was made."""
+    """The budget the last cut for heat left, when it was made, and the work the GPUs did
+    when they overheated (``ceiling``, images per second)."""
 
     budget: float
     at: float
+    ceiling: float
 
     def grown(self, spec: PolicySpec, now: float) -> float:
-        """The budget now: ``relax.stepPercent`` more per ``relax.intervalSeconds`` since."""
+        """The budget now: ``relax.stepPercent`` more per ``relax.intervalSeconds`` since,
+        up to :data:`HEAT_CEILING_SHARE` of the load that overheated."""
         relax = spec.quotas.relax
         growth: float = (1 + relax.step_percent / 100) ** ((now - self.at)
                                                            / relax.interval_seconds)
-        return self.budget * growth
+        return min(self.budget * growth, self.ceiling * HEAT_CEILING_SHARE)
+
+    def at_ceiling(self, spec: PolicySpec, now: float) -> bool:
+        """Whether the budget has grown back as far as the load that overheated allows."""
+        return self.grown(spec, now) >= self.ceiling * HEAT_CEILING_SHARE
+
+
+def _cut_for_heat(spec: PolicySpec, heat: HeatCut | None, *, admitted: float, working: float,
+                  utilization: float, cooling: bool, now: float) -> HeatCut:
+    """The cut while some GPU overheats: the load admitted times ``tighten.factor``.
+
+    Cut again only when the last cut did not do its work: at most once per
+    ``tighten.intervalSeconds``, not while every melting GPU is cooling, and not while the
+    GPUs are still saturated by the queue of the load from before the cut (they stay hot
+    until it drains; cutting then would compound the cut on the load the last one left).
+    """
+    tighten = spec.quotas.tighten
+    waiting = (cooling or now - heat.at < tighten.interval_seconds
+               or utilization >= SATURATED) if heat is not None else False
+    if heat is not None and waiting:
+        return heat
+    ceiling = working if heat is None else min(heat.ceiling, working)
+    return HeatCut(admitted * tighten.factor, now, ceiling=ceiling)
+
+
+def _cleared(spec: PolicySpec, observation: Observation, heat: HeatCut, *, admitted: float,
+             now: float) -> bool:
+    """Whether the heat that called for ``heat`` is gone: the budget is back at its ceiling,
+    the load admitted has come up to it, and every GPU runs well under the cool temperature
+    with that load (a GPU whose cooling failed is cool too under a light load)."""
+    budget = heat.grown(spec, now)
+    cool = spec.melt.cool.temperature_celsius - HEAT_CLEARED_CELSIUS
+    return (heat.at_ceiling(spec, now) and admitted >= LOADED_SHARE * budget
+            and _hottest(observation) < cool)
 
 
 def headroom(spec: PolicySpec, observation: Observation, demand: DemandSignal, *,
              utilization: float, gpus: int, reachable_gpus: int, steady: bool,
-             learnt: float | None, heat: HeatCut | None, now: float) -> Headroom:
+             learnt: float | None, heat: HeatCut | None, cooling: bool, now: float
+             ) -> Headroom:
     """The budget for this tick (see the module docstring): ``gpus`` report now,
     ``reachable_gpus`` is what the target may grow to (maxReplicas, or what the cluster can
-    place); ``steady``: the phase is Cool or Warm; ``heat``: the last cut for heat."""
+    place); ``steady``: the phase is Cool or Warm; ``heat``: the last cut for heat;
+    ``cooling``: every melting GPU is cooling already."""
     fill = fill_level(spec)
     admitted = admitted_total(demand)
     rate = learn_rate(learnt, admitted_per_second=admitted, utilization=utilization,
@@ -116,11 +167,14 @@ def headroom(spec: PolicySpec, observation: Observation, demand: DemandSignal, *
     hot = overheated(spec, observation)
     warm = _hottest(observation) >= spec.melt.cool.temperature_celsius
     if hot:
-        heat = HeatCut(admitted * spec.quotas.tighten.factor, now)
-    elif heat is not None and heat.grown(spec, now) >= fleet:
+        working = admitted if rate is None else rate * utilization * gpus
+        heat = _cut_for_heat(spec, heat, admitted=admitted, working=working,
+                             utilization=utilization, cooling=cooling, now=now)
+    elif heat is not None and (heat.grown(spec, now) >= fleet or _cleared(
+            spec, observation, heat, admitted=admitted, now=now)):
         heat = None
-    elif heat is not None and warm:
-        heat = HeatCut(heat.grown(spec, now), now)  # no growth while any GPU is still warm
+    elif heat is not None and warm:  # no growth while any GPU is still warm
+        heat = HeatCut(heat.grown(spec, now), now, ceiling=heat.ceiling)
     budget = fleet if heat is None else min(fleet, heat.grown(spec, now))
     return Headroom(utilization=utilization, fill=fill, budget=budget, overheated=hot, warm=warm,
                     images_per_gpu_second=rate, heat=heat)

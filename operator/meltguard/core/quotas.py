@@ -24,9 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from meltguard.api.limits import round_limit
 from meltguard.api.quota_models import QuotasSpec, TierSpec
 from meltguard.api.state import TierLimit
 from meltguard.api.vocabulary import Phase
+from meltguard.core.demand import Limits
 
 Direction = Literal["tighten", "relax"]
 
@@ -36,8 +38,8 @@ class QuotaChange:
     """One tier's limit moved."""
 
     tier: str
-    old: int
-    new: int
+    old: int | float
+    new: int | float
     direction: Direction
 
 
@@ -152,33 +154,30 @@ class Pressure:
 #: How far below ``fill`` the utilization must be before any limit is raised: the dead band
 #: that keeps a limit from going up on the same load that brought it down.
 RELAX_MARGIN = 0.05
-#: The share of the budget a raised limit may fill: users refused so far ask again at once
-#: when a limit goes up, a burst the window's spread does not foresee.
-RELAX_SHARE = 0.85
-#: A raised limit is at most this many times the limit in force (at least one more): the
-#: window's spread is measured only up to the limit in force, so the load far past it is a
-#: guess, and the users refused so far come back at once, more of them the bigger the step.
-RELAX_GROWTH = 2
+#: A raised limit is at most this many times the limit in force, or the next whole number
+#: above it: the window's spread is measured up to the image the limit in force admits to
+#: some subjects, so the load past that is a guess, and the users refused so far come back
+#: at once, more of them the bigger the step.
+RELAX_GROWTH = 1.25
 
 
 def follow_demand(
     quotas: QuotasSpec,
     *,
     remembered: Sequence[TierLimit],
-    tighten_to: dict[str, int],
-    relax_to: dict[str, int],
+    tighten_to: Limits,
+    relax_to: Limits,
     pressure: Pressure,
     last_change: float | None,
     now: float,
 ) -> QuotaStep:
     """Demand-aware limits, taken in one step: ``tighten_to`` the water-filled limits for the
-    budget, ``relax_to`` those for :data:`RELAX_SHARE` of it.
+    budget, ``relax_to`` those the limits may be raised to now.
 
     Down, when scaling cannot help and the fleet is past ``fill`` or overheated, every
     ``tighten.intervalSeconds``: each tier above its target goes straight to it. Up, only with
     measured room (utilization ``RELAX_MARGIN`` under ``fill``, every GPU cool), every
-    ``relax.intervalSeconds``: each tier below its target goes up toward it, at most
-    :data:`RELAX_GROWTH` times higher.
+    ``relax.intervalSeconds``: each tier below its target goes up to it.
     """
     limits = limits_in_force(quotas.tiers, remembered)
     pressed = pressure.scaling_cannot_help and not pressure.all_cooling and (
@@ -188,18 +187,21 @@ def follow_demand(
     if pressed and _due(last_change, quotas.tighten.interval_seconds, now):
         return _toward(limits, tighten_to, "tighten")
     if roomy and _due(last_change, quotas.relax.interval_seconds, now):
-        return _toward(limits, _within_growth(limits, relax_to), "relax")
+        return _toward(limits, relax_to, "relax")
     return QuotaStep(limits=tuple(limits))
 
 
-def _within_growth(limits: Sequence[TierLimit], targets: dict[str, int]) -> dict[str, int]:
-    """``targets``, each at most :data:`RELAX_GROWTH` times its tier's limit in force."""
-    in_force = {entry.name: entry.limit for entry in limits}
-    return {name: min(target, max(in_force[name] + 1, in_force[name] * RELAX_GROWTH))
-            if name in in_force else target for name, target in targets.items()}
+def within_growth(in_force: Limits, targets: Limits) -> Limits:
+    """``targets``, each at most :data:`RELAX_GROWTH` times its tier's limit in force, or
+    the next whole number above it."""
+    def highest(limit: int | float) -> int | float:
+        return round_limit(max(math.floor(limit) + 1, limit * RELAX_GROWTH))
+
+    return {name: min(target, highest(in_force[name])) if name in in_force else target
+            for name, target in targets.items()}
 
 
-def _toward(limits: list[TierLimit], targets: dict[str, int],
+def _toward(limits: list[TierLimit], targets: Limits,
             direction: Direction) -> QuotaStep:
     changes = []
     for index, entry in enumerate(limits):
