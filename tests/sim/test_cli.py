@@ -46,7 +46,8 @@ def test_the_table_compares_the_three_strategies(small_file: Path) -> None:
                   and "static-cap" in line)
     assert header.split() == ["static-cap", "hpa-only", "meltguard"]
     for row in ("served free", "refused plus", "failed (timed out)", "answered within 30 s",
-                "melting GPU-minutes", "GPU-hours", "served / best possible"):
+                "melting GPU-minutes", "GPU-hours", "served / best possible",
+                "served / safe best"):
         assert row in result.stdout
     assert result.stderr == ""  # no progress bar when stderr is not a terminal
 
@@ -67,7 +68,8 @@ def test_json_has_every_figure_of_the_table_and_the_time_series(small_file: Path
                        ("failed (timed out)", ("failedTotal",)),
                        ("answered within 30 s", ("withinSloShare",)),
                        ("melting GPU-minutes", ("meltingGpuMinutes",)),
-                       ("GPU-hours", ("gpuHours",)), ("served / best possible", ("optimumShare",))):
+                       ("GPU-hours", ("gpuHours",)), ("served / best possible", ("optimumShare",)),
+                       ("served / safe best", ("safeOptimumShare",))):
         cells = table_cells(table, label)
         for cell, figures_of in zip(cells, strategies.values(), strict=True):
             value = figures_of
@@ -87,6 +89,13 @@ def test_json_has_every_figure_of_the_table_and_the_time_series(small_file: Path
     assert best == pytest.approx(figures["optimumImages"], rel=0.01)
     assert meltguard["optimumShare"] == pytest.approx(
         meltguard["servedTotal"] / figures["optimumImages"], abs=1e-3)
+    assert meltguard["safeOptimumShare"] == pytest.approx(
+        meltguard["servedTotal"] / figures["safeOptimumImages"], abs=1e-3)
+    for label, images in (("best possible:", figures["optimumImages"]),
+                          ("safe best:", figures["safeOptimumImages"])):
+        shown = next(line for line in table.splitlines() if line.startswith(label))
+        assert float(shown.split()[len(label.split())].replace(",", "")) == pytest.approx(
+            images, abs=0.51), label
 
 
 def test_same_seed_same_figures_other_seed_other_figures(small_file: Path) -> None:

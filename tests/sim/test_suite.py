@@ -33,9 +33,11 @@ def test_the_suite_runs_every_built_in_scenario_with_every_strategy(suite_run: S
 def test_no_strategy_beats_the_best_possible_on_any_built_in_day(suite_run: SuiteRun) -> None:
     for entry in suite_run.figures["suite"]:
         run = entry["runs"][0]
+        assert run["safeOptimumImages"] <= run["optimumImages"]
         for name, strategy in run["strategies"].items():
             assert strategy["servedTotal"] <= run["optimumImages"] + 0.1, (entry["scenario"], name)
             assert strategy["optimumShare"] <= 1
+            assert strategy["safeOptimumShare"] >= strategy["optimumShare"]
 
 
 @pytest.mark.slow

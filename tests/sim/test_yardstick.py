@@ -1,4 +1,4 @@
-"""The yardstick: the best possible, worked out by hand, and never beaten."""
+"""The yardstick: the best possible and the safe best, worked out by hand, and never beaten."""
 
 from __future__ import annotations
 
@@ -15,10 +15,30 @@ from meltguard.core.demand import DemandSignal
 from meltguard.sim.compare import compare, default_strategies
 from meltguard.sim.engine import shared_inputs
 from meltguard.sim.fleet import SimulatedFleet
-from meltguard.sim.scenario import Scenario, parse_scenario
-from meltguard.sim.strategies import Control, HpaStrategy, Strategy, baseline_limits
-from meltguard.sim.yardstick import best_served, capacity_per_step, reachable_gpus, unshed_demand
-from tests.sim.conftest import small_document
+from meltguard.sim.scenario import (
+    Scenario,
+    built_in_names,
+    defaults_only,
+    load_scenario,
+    parse_scenario,
+)
+from meltguard.sim.strategies import (
+    Control,
+    HpaStrategy,
+    MeltguardStrategy,
+    Strategy,
+    baseline_limits,
+)
+from meltguard.sim.thermal import ThermalConstants
+from meltguard.sim.yardstick import (
+    best_served,
+    capacity_per_step,
+    reachable_gpus,
+    safe_capacity_per_step,
+    unshed_demand,
+    yardstick,
+)
+from tests.sim.conftest import PROFILES, small_document
 
 
 def test_one_queue_serves_oldest_first_within_the_timeout() -> None:
@@ -51,6 +71,87 @@ def test_capacity_is_every_reachable_gpu_at_the_most_its_profile_allows() -> Non
     # the best 36 of 40: the 32 well-cooled ones and 4 degraded
     assert capacity[60:120].tolist() == pytest.approx([(32 + 4 * 0.80852) * 10] * 60, abs=0.01)
     assert capacity[120:].tolist() == pytest.approx([360] * 120)
+
+
+def steady_share_by_hand(profile_name: str, limit_celsius: float) -> float:
+    """The work share whose steady temperature is ``limit_celsius``, from the profile's two
+    operating points: inlet + c/W x watts = limit."""
+    profile = PROFILES[profile_name]
+    per_watt = (profile.full_load_celsius - profile.idle_celsius) \
+        / (profile.full_load_watts - profile.idle_watts)
+    inlet = profile.idle_celsius - per_watt * profile.idle_watts
+    watts = (limit_celsius - inlet) / per_watt
+    return (watts - profile.idle_watts) / (profile.full_load_watts - profile.idle_watts)
+
+
+def test_the_steady_share_is_where_the_profile_line_meets_the_limit() -> None:
+    h200 = PROFILES["h200"]
+    one = ThermalConstants.of([h200], np.zeros(1, dtype=np.int64), np.zeros(1))
+    halfway = (h200.idle_celsius + h200.full_load_celsius) / 2
+    shares = one.steady_max_work(np.array([h200.idle_celsius - 1, h200.idle_celsius, halfway,
+                                           h200.full_load_celsius, 85.0]))
+    assert shares.tolist() == pytest.approx([0, 0, 0.5, 1, 1])
+    # the transient bound over a long enough step is the steady bound at the slowdown
+    degraded = ThermalConstants.of([PROFILES["degraded-cooling"]], np.zeros(1, dtype=np.int64),
+                                   np.zeros(1))
+    assert degraded.max_work(np.array([40.0]), 3600).tolist() == pytest.approx(
+        degraded.steady_max_work(degraded.slowdown_celsius).tolist())
+    assert degraded.steady_max_work(89.0)[0] == pytest.approx(
+        steady_share_by_hand("degraded-cooling", 89))
+
+
+@pytest.mark.parametrize(("node_share", "during"), [
+    # every GPU on degraded cooling: the 36 held at the share that keeps them at 80 C
+    (1.0, 36 * steady_share_by_hand("degraded-cooling", 80) * 10),
+    # one node in four: the 32 well-cooled GPUs at full load serve more than all 36 at the
+    # degraded ones' share (about 62%), so the best safe fleet holds only those
+    (0.25, 32 * 10),
+])
+def test_the_safe_capacity_keeps_every_gpu_at_or_under_the_melting_temperature(
+    node_share: float, during: float
+) -> None:
+    # 40 GPUs on 5 nodes, maxReplicas 36, melting at 80 C (below the 89 C slowdown); the
+    # failure from 00:30 to 01:00. 30 s steps, 3 s an image: 10 a step at full speed.
+    document = spread_free(small_document(
+        coolingFailures=[{"profile": "degraded-cooling", "nodeShare": node_share,
+                          "startHour": 0.5, "endHour": 1}]))
+    spec = document["policy"]["spec"]
+    spec["maxReplicas"] = 36
+    spec["melt"] = {"temperatureCelsius": 80, "cool": {"temperatureCelsius": 70}}
+    scenario, policy = parse_scenario(document, "small")
+    inputs = shared_inputs(scenario, policy, 1)
+    capacity = capacity_per_step(inputs)
+    safe = safe_capacity_per_step(inputs, capacity)
+    assert safe[:60].tolist() == pytest.approx([360] * 60)  # h200s settle at 59.5 C
+    assert safe[60:120].tolist() == pytest.approx([during] * 60)
+    assert safe[120:].tolist() == pytest.approx([360] * 120)
+    assert (safe[60:120] < capacity[60:120]).all()
+
+
+@pytest.mark.parametrize("name", [name for name in built_in_names()
+                                  if not load_scenario(name)[0].cooling_failures])
+def test_without_cooling_failures_the_safe_best_is_the_best_possible(name: str) -> None:
+    scenario, policy = load_scenario(name)
+    inputs = shared_inputs(scenario, policy, 1)
+    # no well-cooled GPU's steady full load comes near the melting temperature
+    constants = inputs.cooling_plan().at(inputs.cooling_plan().start)
+    hottest = constants.steady_celsius(constants.full_load_watts).max()
+    assert hottest < policy.spec.melt.temperature_celsius - 20
+    capacity = capacity_per_step(inputs)
+    assert np.array_equal(safe_capacity_per_step(inputs, capacity), capacity)
+    best = yardstick(inputs, [])
+    assert best.safe_images == best.images > 0
+
+
+def test_on_cooling_failure_the_safe_best_is_below_the_best_possible_and_meltguard_nearer_it(
+) -> None:
+    scenario, policy = load_scenario("cooling-failure")
+    policy = defaults_only(policy)
+    comparison = compare(scenario, policy, 1, strategies=[MeltguardStrategy(policy)])
+    assert comparison.safe_optimum_images < 0.95 * comparison.optimum_images
+    run = comparison.runs[0]
+    assert run.safe_share > run.optimum_share
+    assert run.safe_share == pytest.approx(run.served.sum() / comparison.safe_optimum_images)
 
 
 def test_a_run_keeping_the_baseline_limits_met_exactly_the_unshed_demand(
@@ -107,6 +208,8 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     policy = document["policy"]
     policy["spec"]["maxReplicas"] = draw(st.integers(1, 60))
     policy["spec"]["minReplicas"] = 1
+    melt = draw(st.sampled_from([50, 70, 85, 95]))
+    policy["spec"]["melt"] = {"temperatureCelsius": melt, "cool": {"temperatureCelsius": 40}}
     return document
 
 
@@ -116,9 +219,11 @@ def test_no_strategy_serves_more_than_the_best_possible(document: dict[str, Any]
                                                        seed: int) -> None:
     scenario, policy = parse_scenario(document, "drawn")
     comparison = compare(scenario, policy, seed, strategies=strategies_to_try(scenario, policy))
+    assert comparison.safe_optimum_images <= comparison.optimum_images
     for run in comparison.runs:
         assert run.served.sum() <= comparison.optimum_images * (1 + 1e-9), run.name
         assert run.optimum_share <= 1 + 1e-9
+        assert run.safe_share >= run.optimum_share
 
 
 def test_the_best_possible_is_reached_when_nothing_stands_in_the_way() -> None:

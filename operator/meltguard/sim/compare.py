@@ -41,6 +41,11 @@ class Comparison:
         """The most images any strategy could have served (the yardstick)."""
         return self.best.images
 
+    @property
+    def safe_optimum_images(self) -> float:
+        """The most images a fleet could have served with no GPU above its safe limit."""
+        return self.best.safe_images
+
     def best_per_second(self) -> npt.NDArray[np.float64]:
         """The best possible in images per second, one value per control tick."""
         timing = self.scenario.timing
@@ -85,8 +90,13 @@ def compare(
             runs = [run_strategy(inputs, strategy, progress) for strategy in chosen]
         best = yardstick(inputs, runs)
     for run in runs:
-        run.optimum_share = float(run.served.sum()) / best.images if best.images > 0 else 0.0
+        run.optimum_share = _share(float(run.served.sum()), best.images)
+        run.safe_share = _share(float(run.served.sum()), best.safe_images)
     return Comparison(scenario, policy, seed, best, tuple(runs))
+
+
+def _share(served: float, best: float) -> float:
+    return served / best if best > 0 else 0.0
 
 
 def _run_forked(inputs: SharedInputs, strategies: list[Strategy], jobs: int,

@@ -21,7 +21,10 @@ The day starts warm (:mod:`meltguard.sim.warmup`). Figures (all strategies measu
 * melting GPU-minutes (thermally throttled or at or above slowdown, see
   :mod:`meltguard.sim.fleet`), GPU-hours held;
 * ``quotaChanges``: how many times each tier's limit in force changed;
-* ``optimumShare``: served over the best possible (:mod:`meltguard.sim.yardstick`).
+* ``optimumShare``: served over the best possible (:mod:`meltguard.sim.yardstick`);
+* ``safeOptimumShare``: served over the safe best, the most a fleet could serve with every GPU
+  at or under the policy's melting temperature (the same module); it passes 100% for a
+  strategy that serves more by overheating its GPUs.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class StrategyRun:
     melting_gpu_minutes: float = 0.0
     gpu_hours: float = 0.0
     optimum_share: float = 0.0
+    #: served over the safe best; above 1 when the strategy overheated GPUs to serve more
+    safe_share: float = 0.0
     kept_baseline_limits: bool = True
     #: how many times each tier's limit in force changed (at control ticks)
     quota_changes: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))

@@ -43,6 +43,7 @@ def rows(tiers: Sequence[str], slo_seconds: float) -> list[Row]:
         Row("shed out of order", ("outOfOrderSheds",), "count"),
         Row("quota changes (most of a tier)", ("mostQuotaChanges",), "count"),
         Row("served / best possible", ("optimumShare",), "share"),
+        Row("served / safe best", ("safeOptimumShare",), "share"),
     ]
 
 
@@ -106,6 +107,7 @@ def run_json(run: StrategyRun) -> JsonDict:
         "meltingGpuMinutes": round(run.melting_gpu_minutes, 1),
         "gpuHours": round(run.gpu_hours, 2),
         "optimumShare": round(run.optimum_share, 4),
+        "safeOptimumShare": round(run.safe_share, 4),
         "series": {**run.series, "phase": run.phases},
     }
 
@@ -123,6 +125,7 @@ def comparison_json(comparison: Comparison) -> JsonDict:
         "latencySloSeconds": scenario.latency_slo_seconds,
         "policy": f"{policy.metadata.namespace or 'default'}/{policy.metadata.name}",
         "optimumImages": round(comparison.optimum_images, 1),
+        "safeOptimumImages": round(comparison.safe_optimum_images, 1),
         "bestPossiblePerSecond": np.round(comparison.best_per_second(), 3).tolist(),
         "strategies": {run.name: run_json(run) for run in comparison.runs},
     }
@@ -169,6 +172,10 @@ def format_table(comparisons: Sequence[Comparison]) -> str:
     best = spread([c.optimum_images for c in comparisons], "count")
     lines.append(f"\nbest possible: {best} images (every reachable GPU from the first second,"
                  " the most demand any run admitted, one queue served oldest first)")
+    safe = spread([c.safe_optimum_images for c in comparisons], "count")
+    melt = first.policy.spec.melt.temperature_celsius
+    lines.append(f"safe best: {safe} images (the same, with every GPU kept at or under"
+                 f" {melt:g} C and its slowdown threshold)")
     return "\n".join(lines)
 
 
@@ -195,6 +202,7 @@ def suite_columns(tiers: Sequence[str]) -> list[Row]:
         Row("GPU-hours", ("gpuHours",), "count"),
         Row("quota changes", ("mostQuotaChanges",), "count"),
         Row("served/best", ("optimumShare",), "share"),
+        Row("served/safe", ("safeOptimumShare",), "share"),
     ]
 
 

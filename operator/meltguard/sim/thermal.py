@@ -103,8 +103,13 @@ class ThermalConstants:
         without ending above its slowdown threshold (1 where that threshold is out of reach).
         """
         kept = np.exp(-seconds / self.time_constant_seconds)
-        allowed_steady = (self.slowdown_celsius - celsius * kept) / (1 - kept)
-        allowed_watts = (allowed_steady - self.inlet_celsius) / self.celsius_per_watt
+        return self.steady_max_work((self.slowdown_celsius - celsius * kept) / (1 - kept))
+
+    def steady_max_work(self, limit_celsius: FloatArray | float) -> FloatArray:
+        """The most work share each GPU can keep up forever with its steady temperature at or
+        under ``limit_celsius`` (1 where full load stays under it, 0 where even idle does not):
+        :meth:`max_work` over endless seconds, with ``limit_celsius`` as the threshold."""
+        allowed_watts = (limit_celsius - self.inlet_celsius) / self.celsius_per_watt
         share: FloatArray = (allowed_watts - self.idle_watts) \
             / (self.full_load_watts - self.idle_watts)
         return np.clip(share, 0.0, 1.0, out=share)

@@ -18,11 +18,32 @@ It is an upper bound by construction, so ``served / optimum`` never passes 100%:
 A strategy's GPUs are some of these, none faster, and its requests some of these, none more
 patient: it cannot serve more. It can serve less, and does, by needing time to scale, by
 spreading requests evenly over slow and fast GPUs, and by refusing or failing requests.
+
+The safe best is the second figure: the most a fleet could serve while keeping every GPU at or
+under the temperature the policy calls melting. Where cooling fails, the best possible counts
+the overheating GPUs as if they ran flat out, which only a fleet that melts them approaches;
+the safe best does not. It takes the same demand and the same pooled queue, oldest first; only
+the capacity of each step differs:
+
+* Each reachable GPU's steady share: the largest work share whose steady-state temperature
+  stays at or under ``min(its profile's slowdownCelsius, spec.melt.temperatureCelsius)``
+  (:meth:`~meltguard.sim.thermal.ThermalConstants.steady_max_work`).
+* The fleet spreads requests evenly over its serving GPUs (:mod:`meltguard.sim.fleet`), so
+  ``n`` GPUs held do at most ``n`` times the lowest share among them; the best ``n`` are those
+  with the highest shares, and the best count is the one whose ``n x`` (the ``n``-th highest
+  share) is largest, up to every reachable GPU. Holding fewer can win: on cooling-failure,
+  the 752 well-cooled GPUs at full load serve more than all 1,000 held to the 72% that the
+  hottest ones can keep up under 85 C.
+* The safe capacity of a step is the lower of that and the best possible's capacity.
+
+Where no GPU's steady full load passes the limit (an h200 settles at 59.5 C, far under 85 C)
+the two are equal. A strategy that does overheat its GPUs can serve more than the safe best:
+its share of it may pass 100%.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +52,7 @@ import numpy.typing as npt
 from meltguard.sim.demand import limits_array
 from meltguard.sim.engine import SIMULATION_START, SharedInputs, StrategyRun
 from meltguard.sim.queues import max_age_steps
+from meltguard.sim.thermal import ThermalConstants
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -38,10 +60,12 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class Yardstick:
-    """The best possible: images in all, and per physics step."""
+    """The best possible (images in all, and per physics step) and the safe best (images in
+    all)."""
 
     images: float
     per_step: FloatArray
+    safe_images: float
 
 
 def reachable_gpus(inputs: SharedInputs) -> int:
@@ -53,11 +77,39 @@ def reachable_gpus(inputs: SharedInputs) -> int:
 
 def capacity_per_step(inputs: SharedInputs) -> FloatArray:
     """Images the reachable GPUs could make in each physics step, at best."""
+    step = inputs.scenario.timing.physics_step_seconds
+    coolest = inputs.cooling_plan().coolest_celsius()
+    gpus = reachable_gpus(inputs)
+
+    def best_shares(constants: ThermalConstants) -> float:
+        shares = np.sort(constants.max_work(coolest, step))[::-1]
+        return float(shares[:gpus].sum())
+
+    return _per_step(inputs, best_shares)
+
+
+def safe_capacity_per_step(inputs: SharedInputs, capacity: FloatArray) -> FloatArray:
+    """Images the reachable GPUs could make in each physics step with none of them ever
+    above its safe limit (see the module docstring), at most ``capacity`` (the best
+    possible's, per step)."""
+    melt = inputs.policy.spec.melt.temperature_celsius
+    gpus = reachable_gpus(inputs)
+
+    def safe_shares(constants: ThermalConstants) -> float:
+        limit = np.minimum(constants.slowdown_celsius, melt)
+        shares = np.sort(constants.steady_max_work(limit))[::-1][:gpus]
+        held = np.arange(1, len(shares) + 1)
+        return float((held * shares).max(initial=0.0))
+
+    return np.minimum(capacity, _per_step(inputs, safe_shares))
+
+
+def _per_step(inputs: SharedInputs, shares: Callable[[ThermalConstants], float]) -> FloatArray:
+    """Images per physics step of ``shares`` (full-speed GPUs' worth, from the constants in
+    force), worked out once per set of cooling failures under way."""
     scenario = inputs.scenario
     step = scenario.timing.physics_step_seconds
     plan = inputs.cooling_plan()
-    coolest = plan.coolest_celsius()
-    gpus = reachable_gpus(inputs)
     full_speed = step / scenario.fleet.gpu_seconds_per_image
     by_failures: dict[tuple[bool, ...], float] = {}
     capacity = np.empty(len(inputs.arrivals))
@@ -65,8 +117,7 @@ def capacity_per_step(inputs: SharedInputs) -> FloatArray:
         now = SIMULATION_START + index * step
         active = plan.active(now)
         if active not in by_failures:
-            shares = np.sort(plan.at(now).max_work(coolest, step))[::-1]
-            by_failures[active] = float(shares[:gpus].sum()) * full_speed
+            by_failures[active] = shares(plan.at(now)) * full_speed
         capacity[index] = by_failures[active]
     return capacity
 
@@ -96,7 +147,8 @@ def unshed_demand(inputs: SharedInputs) -> IntArray:
 
 
 def yardstick(inputs: SharedInputs, runs: Sequence[StrategyRun]) -> Yardstick:
-    """The best possible for these inputs and runs (see the module docstring)."""
+    """The best possible and the safe best for these inputs and runs (see the module
+    docstring)."""
     # a run that kept the baseline limits all day met exactly the unshed demand (same users,
     # same random draws), so it need not be played again
     streams = [run.admitted for run in runs]
@@ -106,5 +158,8 @@ def yardstick(inputs: SharedInputs, runs: Sequence[StrategyRun]) -> Yardstick:
     scenario = inputs.scenario
     oldest = max_age_steps(scenario.fleet.request_timeout_seconds,
                            scenario.timing.physics_step_seconds)
-    served = best_served(demand.tolist(), capacity_per_step(inputs).tolist(), oldest)
-    return Yardstick(images=float(served.sum()), per_step=served)
+    capacity = capacity_per_step(inputs)
+    served = best_served(demand.tolist(), capacity.tolist(), oldest)
+    safe = best_served(demand.tolist(), safe_capacity_per_step(inputs, capacity).tolist(),
+                       oldest)
+    return Yardstick(images=float(served.sum()), per_step=served, safe_images=float(safe.sum()))
