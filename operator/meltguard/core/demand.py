@@ -155,7 +155,7 @@ Limits = dict[str, int | float]
 #: A limit moves only when the move shifts the predicted admitted load by at least this share
 #: of the budget (or reaches a baseline or a floor): smaller moves are within the tick-to-tick
 #: noise of the signal, and each one is a change users see.
-MIN_MOVE_SHARE = 0.1
+MIN_MOVE_SHARE = 0.13
 
 
 def water_fill(tiers: Sequence[TierSpec], demand: DemandSignal, budget: float, *,

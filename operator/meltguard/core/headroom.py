@@ -11,11 +11,11 @@ quotas fill.
 * The budget is for the GPUs the target can reach: ``maxReplicas``, or fewer when the cluster
   has shown it cannot place more. Growing the fleet to meet demand is the scaler's work;
   quotas only shed what even the largest fleet could not serve.
-* The fill level is the utilization the quotas aim at when scaling cannot help: three
-  quarters of the way from where a melting GPU counts as cool again
+* The fill level is the utilization the quotas aim at when scaling cannot help:
+  :data:`FILL_SHARE` of the way from where a melting GPU counts as cool again
   (``melt.cool.utilizationPercent``) to where it melts (``melt.utilizationPercent``): as
   close to full as leaves the fleet's utilization swings (a few points from tick to tick)
-  clear of melting. With the defaults, 94 %.
+  clear of melting. With the defaults, 95.2 %.
 * Heat is another matter: a GPU at the melt temperature or thermally throttled needs less
   load whatever its rate, so then the budget is the load admitted now, cut by
   ``tighten.factor`` (again only if that cut has had its chance to work). That cut is
@@ -37,6 +37,9 @@ from meltguard.core.observation import Observation
 
 #: Below this utilization one tick's figures are too small to learn a GPU's rate from.
 LEARN_FROM = 0.2
+#: How far from ``melt.cool.utilizationPercent`` to ``melt.utilizationPercent`` the fill level
+#: sits.
+FILL_SHARE = 0.85
 #: Mean utilization from which the GPUs count as saturated: busy with a queue.
 SATURATED = 0.99
 #: Weight of a new tick's rate against the rate learnt so far.
@@ -69,7 +72,8 @@ class Headroom:
 def fill_level(spec: PolicySpec) -> float:
     """The utilization (0..1) demand-aware quotas aim at when scaling cannot help."""
     melt = spec.melt
-    return (3 * melt.utilization_percent + melt.cool.utilization_percent) / 400
+    cool, melting = melt.cool.utilization_percent, melt.utilization_percent
+    return (cool + FILL_SHARE * (melting - cool)) / 100
 
 
 def overheated(spec: PolicySpec, observation: Observation) -> bool:

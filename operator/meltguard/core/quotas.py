@@ -158,7 +158,7 @@ RELAX_MARGIN = 0.05
 #: above it: the window's spread is measured up to the image the limit in force admits to
 #: some subjects, so the load past that is a guess, and the users refused so far come back
 #: at once, more of them the bigger the step.
-RELAX_GROWTH = 1.25
+RELAX_GROWTH = 1.5
 
 
 def follow_demand(
