@@ -37,7 +37,7 @@ def test_redis_keys_never_collide_for_different_subjects(
 @given(st.floats(0, 4e9), st.integers(1, 366 * 86400))
 def test_a_window_holds_its_instant_and_resets_within_its_length(now: float, seconds: int) -> None:
     window = Window.containing(now, seconds)
-    assert window.number * seconds <= now < window.end
+    assert window.start == window.number * seconds <= now < window.end == window.start + seconds
     assert 1 <= window.reset_seconds(now) <= seconds
 
 

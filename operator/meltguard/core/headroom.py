@@ -51,7 +51,8 @@ HEAT_CEILING_SHARE = 0.7
 #: The heat is gone (the memory of a cut for heat is dropped) once the budget is back at its
 #: ceiling and every GPU is this many degrees under ``melt.cool.temperatureCelsius``.
 HEAT_CLEARED_CELSIUS = 10.0
-#: ... with the load admitted at least this share of the budget.
+#: ... and the load admitted is at least this share of that budget (a light load keeps even a
+#: GPU whose cooling failed cool).
 LOADED_SHARE = 0.9
 
 
@@ -133,12 +134,11 @@ def _cut_for_heat(spec: PolicySpec, heat: HeatCut | None, *, admitted: float, wo
     until it drains; cutting then would compound the cut on the load the last one left).
     """
     tighten = spec.quotas.tighten
-    waiting = (cooling or now - heat.at < tighten.interval_seconds
-               or utilization >= SATURATED) if heat is not None else False
-    if heat is not None and waiting:
+    if heat is None:
+        return HeatCut(admitted * tighten.factor, now, ceiling=working)
+    if cooling or utilization >= SATURATED or now - heat.at < tighten.interval_seconds:
         return heat
-    ceiling = working if heat is None else min(heat.ceiling, working)
-    return HeatCut(admitted * tighten.factor, now, ceiling=ceiling)
+    return HeatCut(admitted * tighten.factor, now, ceiling=min(heat.ceiling, working))
 
 
 def _cleared(spec: PolicySpec, observation: Observation, heat: HeatCut, *, admitted: float,

@@ -22,9 +22,14 @@ class Window(NamedTuple):
         return cls(seconds, math.floor(now / seconds))
 
     @property
+    def start(self) -> int:
+        """Epoch second at which this window begins."""
+        return self.number * self.seconds
+
+    @property
     def end(self) -> int:
         """Epoch second at which this window ends and the next begins."""
-        return (self.number + 1) * self.seconds
+        return self.start + self.seconds
 
     def reset_seconds(self, now: float) -> int:
         """Whole seconds until the window resets, rounded up (at least 1)."""

@@ -74,8 +74,7 @@ def subject_window(policy: str, tier: QuotaTier, subject: str, now: float) -> tu
     """The window of a limited ``tier`` holding ``now`` and ``subject``'s whole limit in it."""
     assert tier.window_seconds is not None  # a limited tier of a validated document
     window = Window.containing(now, tier.window_seconds)
-    start = window.number * window.seconds
-    return window, tier.subject_limit(f"{policy}/{tier.name}", subject, start)
+    return window, tier.subject_limit(f"{policy}/{tier.name}", subject, window.start)
 
 
 @dataclass(frozen=True, slots=True)
