@@ -11,6 +11,7 @@ from meltguard.core.demand import DemandSignal, TierDemand
 from meltguard.core.headroom import (
     HEAT_CEILING_SHARE,
     HEAT_CLEARED_CELSIUS,
+    HEAT_LAG_INTERVALS,
     Headroom,
     HeatCut,
     fill_level,
@@ -18,11 +19,14 @@ from meltguard.core.headroom import (
     learn_rate,
 )
 from meltguard.core.quotas import (
+    MAX_LOOK_AHEAD,
+    RAISE_SETTLE_SECONDS,
     RELAX_GROWTH,
     RELAX_MARGIN,
     Pressure,
     QuotaChange,
     follow_demand,
+    look_ahead,
     within_growth,
 )
 
@@ -41,7 +45,7 @@ def pressure(utilization: float, *, cannot_help: bool = True, overheated: bool =
 def step(remembered: list[TierLimit], to: dict[str, int], room: Pressure, *,
          last: float | None = None) -> tuple[list[int], tuple[QuotaChange, ...]]:
     result = follow_demand(SPEC.quotas, remembered=remembered, tighten_to=to, relax_to=to,
-                           pressure=room, last_change=last, now=NOW)
+                           pressure=room, last_change=last, last_raise=None, now=NOW)
     return [entry.limit for entry in result.limits], result.changes
 
 
@@ -195,9 +199,10 @@ def test_while_a_cut_for_heat_works_there_is_no_second_cut() -> None:
     assert room_at(90.0, 0.8, 3.0, first, NOW + interval - 1).heat == first
     assert room_at(90.0, 0.8, 3.0, first, NOW + interval, cooling=True).heat == first
     assert room_at(90.0, 1.0, 3.0, first, NOW + interval).heat == first
-    # none of that: the cut did not do: cut again from the load now, the ceiling the lower
+    # none of that: the cut did not do: cut again from the load now; the ceiling stays the
+    # work of the first overheating
     again = room_at(90.0, 0.8, 3.0, first, NOW + interval)
-    assert again.heat == HeatCut(1.5, NOW + interval, ceiling=pytest.approx(3.2))  # type: ignore[arg-type]
+    assert again.heat == HeatCut(1.5, NOW + interval, ceiling=4.0)
 
 
 def test_a_cut_for_heat_is_forgotten_when_the_gpus_run_cool_at_its_ceiling() -> None:
@@ -224,3 +229,66 @@ def test_once_every_attempt_fits_the_budget_limits_go_straight_back_to_their_bas
                          TierDemand("pro", 0.0, 0.0, 0.0, ())), observed_at=NOW)
     capped = decide(spec, cut, fleet(8, 8, util=0.4), now=NOW, demand=more)
     assert [change.new for change in capped.quota_changes] == [1]
+
+
+def test_a_cut_the_work_came_down_to_is_judged_only_once_its_heat_had_time_to_leave() -> None:
+    first = HeatCut(2.0, NOW, ceiling=4.0)
+    interval = SPEC.quotas.tighten.interval_seconds
+    # the work (8 x 0.5 x 40 % = 1.6) is under the cut's budget, yet a GPU is still at 90 C:
+    # the heat of the work before the cut; one interval is too soon to judge the cut
+    assert HEAT_LAG_INTERVALS == 2
+    assert room_at(90.0, 0.4, 1.6, first, NOW + interval).heat == first
+    # two intervals on, still that hot: the cut did not do, cut again
+    again = room_at(90.0, 0.4, 1.6, first, NOW + 2 * interval)
+    assert again.heat == HeatCut(0.8, NOW + 2 * interval, ceiling=4.0)
+
+
+@pytest.mark.parametrize(("admitted", "since", "expected"),
+                         [(4.8, 180, 1.2), (4.8, 360, 1.2 ** 0.5), (4.0, 180, 1.0),
+                          (3.0, 180, 1.0), (8.0, 180, MAX_LOOK_AHEAD)])
+def test_a_cut_looks_ahead_by_the_growth_of_the_load_since_the_last_cut(
+        admitted: float, since: float, expected: float) -> None:
+    assert look_ahead(4.0, admitted=admitted, since=since, interval=180) == pytest.approx(expected)
+
+
+def test_without_a_cut_to_measure_from_there_is_no_looking_ahead() -> None:
+    assert look_ahead(None, admitted=4.8, since=180, interval=180) == 1.0
+    assert look_ahead(0.0, admitted=4.8, since=180, interval=180) == 1.0
+
+
+def test_a_cut_chasing_a_rising_demand_aims_ahead_of_it_and_a_raise_forgets_it() -> None:
+    spec = make_spec(maxReplicas=8)  # budget: 8 x 0.5 x 95.2 % = 3.808 images/s
+    cut = ControllerState(limits=[TierLimit(name="free", limit=2),
+                                  TierLimit(name="plus", limit=200)],
+                          images_per_gpu_second=0.5, cut_load=4.0,
+                          last_quota_change_time=NOW - 180)
+    rising = DemandSignal((TierDemand("free", 4.8, 4.8, 0.0, (100, 60, 30)),
+                           TierDemand("plus", 0.0, 0.0, 0.0, ()),
+                           TierDemand("pro", 0.0, 0.0, 0.0, ())), observed_at=NOW)
+    decision = decide(spec, cut, fleet(8, 8, util=1.0), now=NOW, demand=rising)
+    # the load grew 4.0 -> 4.8 in one interval: aim at 3.808 / 1.2 = 3.173 images/s, which
+    # 4.8 x images(L) / 160 gives at images(L) = 105.8: L = 1 + 5.8/60 (1.44 without looking
+    # ahead)
+    assert decision.quota_changes == (QuotaChange("free", 2, 1.09, "tighten"),)
+    assert decision.state.cut_load == pytest.approx(3.808 / 1.2)
+    raised = decide(spec, decision.state.model_copy(update={"last_quota_change_time": NOW}),
+                    fleet(8, 8, util=0.4, at=NOW + 300), now=NOW + 300, demand=demand(3.0))
+    assert [change.direction for change in raised.quota_changes] == ["relax"]
+    assert raised.state.cut_load is None and raised.state.last_raise_time == NOW + 300
+
+
+def test_after_a_raise_only_heat_cuts_until_the_burst_of_returning_users_has_passed() -> None:
+    raised = [TierLimit(name="free", limit=3), TierLimit(name="plus", limit=200)]
+    target = {"free": 1, "plus": 200}
+
+    def cut_after(seconds: float, room: Pressure) -> tuple[QuotaChange, ...]:
+        return follow_demand(SPEC.quotas, remembered=raised, tighten_to=target,
+                             relax_to=target, pressure=room, last_change=NOW - seconds,
+                             last_raise=NOW - seconds, now=NOW).changes
+
+    assert RAISE_SETTLE_SECONDS == 600
+    assert cut_after(RAISE_SETTLE_SECONDS - 1, pressure(0.99)) == ()
+    assert cut_after(RAISE_SETTLE_SECONDS - 1, pressure(0.99, overheated=True)) == (
+        QuotaChange("free", 3, 1, "tighten"),)
+    assert cut_after(RAISE_SETTLE_SECONDS, pressure(0.99)) == (
+        QuotaChange("free", 3, 1, "tighten"),)

@@ -87,6 +87,11 @@ class ControllerState(_Plain):
     #: images per second the GPUs were making when they overheated: the heat cut's budget
     #: grows back to a share of it at most
     heat_ceiling: float | None = Field(default=None, ge=0)
+    #: images per second the last demand-aware cut aimed the limits at, until the next raise
+    #: (how much the load grew since tells the next cut how far to look ahead)
+    cut_load: float | None = Field(default=None, ge=0)
+    #: when a limit was last raised (cuts for load wait for the burst after it to pass)
+    last_raise_time: float | None = None
     #: Only in the stored status, never seen by the core: the recommendation made at every
     #: tick since ``time`` and still made at the last tick, kept apart from
     #: ``recommendations`` so that the status does not change every tick. A restarted

@@ -25,6 +25,7 @@ from meltguard.api.vocabulary import CALM_PHASES, Phase
 from meltguard.core.demand import (
     DemandSignal,
     Limits,
+    admitted_total,
     attempted_total,
     water_fill,
     worth_changing,
@@ -45,6 +46,7 @@ from meltguard.core.quotas import (
     any_tightened,
     follow_demand,
     limits_in_force,
+    look_ahead,
     step_quotas,
     within_growth,
 )
@@ -154,9 +156,11 @@ def decide(
                         steady=thermal.phase in CALM_PHASES, learnt=learnt, heat=heat,
                         cooling=all_cooling, now=now)
         learnt, heat = room.images_per_gpu_second, room.heat
-        quota_step = _follow(spec, state, demand, room, cannot_help=cannot_help,
-                             all_cooling=all_cooling, now=now)
+        quota_step, aimed = _follow(spec, state, demand, room, cannot_help=cannot_help,
+                                    all_cooling=all_cooling, now=now)
+        cut_load = _cut_load(state.cut_load, quota_step, aimed=aimed)
     else:
+        cut_load = None
         quota_step = step_quotas(
             spec.quotas, remembered=state.limits, phase=thermal.phase,
             scaling_cannot_help=cannot_help, all_cooling=all_cooling, calm_since=calm_since,
@@ -179,6 +183,8 @@ def decide(
             "limits": list(quota_step.limits),
             "last_quota_change_time": (now if quota_step.changes
                                        else state.last_quota_change_time),
+            "last_raise_time": (now if _raised(quota_step) else state.last_raise_time),
+            "cut_load": cut_load,
             "images_per_gpu_second": learnt,
             "placed_at_most": placed_at_most,
             "heat_cut": None if heat is None else heat.budget,
@@ -308,9 +314,12 @@ def _scaling_cannot_help(spec: PolicySpec, placement: Placement, *,
 
 
 def _follow(spec: PolicySpec, state: ControllerState, demand: DemandSignal, room: Headroom, *,
-            cannot_help: bool, all_cooling: bool, now: float) -> QuotaStep:
+            cannot_help: bool, all_cooling: bool, now: float) -> tuple[QuotaStep, float]:
     """Demand-aware quotas: the water-filled limits for the budget, if worth a change, taken
-    when the pressure calls for them. A raise goes at most :data:`RELAX_GROWTH` times up,
+    when the pressure calls for them; also the load a cut aims at.
+
+    A cut for load (not for heat) aims at the budget over the growth expected by the next
+    chance to cut (:func:`look_ahead`). A raise goes at most :data:`RELAX_GROWTH` times up,
     or straight back to the baselines once every attempt fits the budget."""
     tiers = spec.quotas.tiers
     in_force: Limits = {entry.name: entry.limit
@@ -318,17 +327,47 @@ def _follow(spec: PolicySpec, state: ControllerState, demand: DemandSignal, room
     filled = water_fill(tiers, demand, room.budget, in_force=in_force)
     if not worth_changing(tiers, demand, filled, in_force=in_force, budget=room.budget):
         filled = in_force
+    aimed, cut_to = room.budget, filled
+    if room.heat is None and not room.overheated and filled != in_force:
+        aimed = room.budget / _expected_growth(spec, state, demand, now)
+        cut_to = water_fill(tiers, demand, aimed, in_force=in_force)
     if attempted_total(demand) <= room.budget:
         raised: Limits = {tier.name: tier.limit for tier in tiers if tier.limit is not None}
     else:
         raised = within_growth(in_force, filled)
-    return follow_demand(
-        spec.quotas, remembered=state.limits, tighten_to=filled, relax_to=raised,
+    step = follow_demand(
+        spec.quotas, remembered=state.limits, tighten_to=cut_to, relax_to=raised,
         pressure=Pressure(utilization=room.utilization, fill=room.fill,
                           overheated=room.overheated, warm=room.warm,
                           scaling_cannot_help=cannot_help,
                           all_cooling=all_cooling),
-        last_change=state.last_quota_change_time, now=now)
+        last_change=state.last_quota_change_time, last_raise=state.last_raise_time, now=now)
+    return step, aimed
+
+
+def _expected_growth(spec: PolicySpec, state: ControllerState, demand: DemandSignal,
+                     now: float) -> float:
+    """The growth of the load expected by the next chance to cut, from its growth since the
+    last cut (remembered until a raise)."""
+    if state.last_quota_change_time is None:
+        return 1.0
+    return look_ahead(state.cut_load, admitted=admitted_total(demand),
+                      since=now - state.last_quota_change_time,
+                      interval=spec.quotas.tighten.interval_seconds)
+
+
+def _raised(step: QuotaStep) -> bool:
+    return any(change.direction == "relax" for change in step.changes)
+
+
+def _cut_load(remembered: float | None, step: QuotaStep, *, aimed: float) -> float | None:
+    """What to remember of the load cuts aim at: ``aimed`` after a cut, nothing after a raise
+    (the next cut measures growth from itself), else as before."""
+    if _raised(step):
+        return None
+    if step.changes:
+        return aimed
+    return remembered
 
 
 def _remembered_heat(spec: PolicySpec, state: ControllerState, now: float) -> HeatCut:

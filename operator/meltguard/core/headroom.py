@@ -54,6 +54,9 @@ HEAT_CLEARED_CELSIUS = 10.0
 #: ... and the load admitted is at least this share of that budget (a light load keeps even a
 #: GPU whose cooling failed cool).
 LOADED_SHARE = 0.9
+#: A cut for heat whose budget the work has come down to is judged (and repeated if the GPUs
+#: still overheat) only this many ``tighten.intervalSeconds`` after it was made.
+HEAT_LAG_INTERVALS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +135,20 @@ def _cut_for_heat(spec: PolicySpec, heat: HeatCut | None, *, admitted: float, wo
     ``tighten.intervalSeconds``, not while every melting GPU is cooling, and not while the
     GPUs are still saturated by the queue of the load from before the cut (they stay hot
     until it drains; cutting then would compound the cut on the load the last one left).
+    Once the work is down to the cut's budget, the heat of the work before it takes a while
+    to leave: wait :data:`HEAT_LAG_INTERVALS` intervals from the cut before judging it. The
+    ceiling stays the work of the first overheating: the work at a repeated cut is measured
+    on GPUs still hot from before and would set it far too low.
     """
     tighten = spec.quotas.tighten
     if heat is None:
         return HeatCut(admitted * tighten.factor, now, ceiling=working)
-    if cooling or utilization >= SATURATED or now - heat.at < tighten.interval_seconds:
+    since = now - heat.at
+    settling = working <= heat.grown(spec, now) and (
+        since < HEAT_LAG_INTERVALS * tighten.interval_seconds)
+    if cooling or utilization >= SATURATED or since < tighten.interval_seconds or settling:
         return heat
-    return HeatCut(admitted * tighten.factor, now, ceiling=min(heat.ceiling, working))
+    return HeatCut(admitted * tighten.factor, now, ceiling=heat.ceiling)
 
 
 def _cleared(spec: PolicySpec, observation: Observation, heat: HeatCut, *, admitted: float,

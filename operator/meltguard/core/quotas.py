@@ -161,6 +161,28 @@ RELAX_MARGIN = 0.05
 RELAX_GROWTH = 1.5
 
 
+#: After a raise, limits are cut for load (heat aside) only this long after it: the users
+#: refused so far come back at once, a burst that passes, and a cut for it would take the
+#: limit straight back down, again and again.
+RAISE_SETTLE_SECONDS = 600
+#: A cut looks ahead for at most this much growth of the load by the next chance to cut.
+MAX_LOOK_AHEAD = 1.5
+
+
+def look_ahead(cut_load: float | None, *, admitted: float, since: float,
+               interval: float) -> float:
+    """How much the load will grow by the next chance to cut (one ``interval`` from now), as
+    it grew since the last cut, which aimed it at ``cut_load`` (images per second) ``since``
+    seconds ago: 1 when it did not grow, at most :data:`MAX_LOOK_AHEAD`.
+
+    Without it, a demand that keeps rising is chased by a cut every interval, each one
+    enough for the demand of the moment only."""
+    if cut_load is None or cut_load <= 0 or since <= 0 or admitted <= cut_load:
+        return 1.0
+    growth: float = (admitted / cut_load) ** (interval / since)
+    return min(MAX_LOOK_AHEAD, growth)
+
+
 def follow_demand(
     quotas: QuotasSpec,
     *,
@@ -169,19 +191,22 @@ def follow_demand(
     relax_to: Limits,
     pressure: Pressure,
     last_change: float | None,
+    last_raise: float | None,
     now: float,
 ) -> QuotaStep:
     """Demand-aware limits, taken in one step: ``tighten_to`` the water-filled limits for the
     budget, ``relax_to`` those the limits may be raised to now.
 
-    Down, when scaling cannot help and the fleet is past ``fill`` or overheated, every
+    Down, when scaling cannot help and the fleet is overheated, or past ``fill`` and
+    :data:`RAISE_SETTLE_SECONDS` after the last raise (``last_raise``), every
     ``tighten.intervalSeconds``: each tier above its target goes straight to it. Up, only with
     measured room (utilization ``RELAX_MARGIN`` under ``fill``, every GPU cool), every
     ``relax.intervalSeconds``: each tier below its target goes up to it.
     """
     limits = limits_in_force(quotas.tiers, remembered)
+    settled = last_raise is None or now - last_raise >= RAISE_SETTLE_SECONDS
     pressed = pressure.scaling_cannot_help and not pressure.all_cooling and (
-        pressure.overheated or pressure.utilization >= pressure.fill)
+        pressure.overheated or (settled and pressure.utilization >= pressure.fill))
     roomy = (not pressure.overheated and not pressure.warm
              and pressure.utilization < pressure.fill - RELAX_MARGIN)
     if pressed and _due(last_change, quotas.tighten.interval_seconds, now):
