@@ -47,7 +47,7 @@ SMOOTHING = 0.2
 #: A budget cut for heat grows back to at most this share of the work the GPUs did when they
 #: overheated (images per second, from their utilization and rate): the cooling that failed
 #: under that work is likely still failing.
-HEAT_CEILING_SHARE = 0.7
+HEAT_CEILING_SHARE = 0.65
 #: The heat is gone (the memory of a cut for heat is dropped) once the budget is back at its
 #: ceiling and every GPU is this many degrees under ``melt.cool.temperatureCelsius``.
 HEAT_CLEARED_CELSIUS = 10.0
