@@ -45,7 +45,8 @@ def pressure(utilization: float, *, cannot_help: bool = True, overheated: bool =
 def step(remembered: list[TierLimit], to: dict[str, int], room: Pressure, *,
          last: float | None = None) -> tuple[list[int], tuple[QuotaChange, ...]]:
     result = follow_demand(SPEC.quotas, remembered=remembered, tighten_to=to, relax_to=to,
-                           pressure=room, last_change=last, last_raise=None, now=NOW)
+                           pressure=room, last_change=last, last_raise=None,
+                           rate_seconds=60, now=NOW)
     return [entry.limit for entry in result.limits], result.changes
 
 
@@ -75,6 +76,23 @@ def test_cuts_wait_for_the_tighten_interval() -> None:
     assert step([], target, pressure(0.99), last=NOW - 179)[1] == ()
     assert step([], target, pressure(0.99), last=NOW - 180)[0] == [0, 200]
 
+
+@pytest.mark.parametrize("direction", ["tighten", "relax"])
+def test_no_change_before_the_rates_count_only_what_came_after_the_last_one(
+        direction: str) -> None:
+    # rates over 5 minutes (a Prometheus rate window): a tighten (180 s) or relax (300 s)
+    # interval is not enough, the rates still count admissions under the limits before
+    cut = [TierLimit(name="free", limit=1), TierLimit(name="plus", limit=200)]
+    target = {"free": 0 if direction == "tighten" else 2, "plus": 200}
+    room = pressure(0.99 if direction == "tighten" else FILL - RELAX_MARGIN - 0.01)
+
+    def changes(since: float) -> tuple[QuotaChange, ...]:
+        return follow_demand(SPEC.quotas, remembered=cut, tighten_to=target, relax_to=target,
+                             pressure=room, last_change=NOW - since, last_raise=None,
+                             rate_seconds=600, now=NOW).changes
+
+    assert changes(599) == ()
+    assert [change.direction for change in changes(600)] == [direction]
 
 
 def test_a_limit_goes_up_only_with_measured_room_and_after_the_relax_interval() -> None:
@@ -285,7 +303,7 @@ def test_after_a_raise_only_heat_cuts_until_the_burst_of_returning_users_has_pas
     def cut_after(seconds: float, room: Pressure) -> tuple[QuotaChange, ...]:
         return follow_demand(SPEC.quotas, remembered=raised, tighten_to=target,
                              relax_to=target, pressure=room, last_change=NOW - seconds,
-                             last_raise=NOW - seconds, now=NOW).changes
+                             last_raise=NOW - seconds, rate_seconds=60, now=NOW).changes
 
     assert RAISE_SETTLE_SECONDS == 600
     assert cut_after(RAISE_SETTLE_SECONDS - 1, pressure(0.99)) == ()

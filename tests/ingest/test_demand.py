@@ -89,6 +89,7 @@ async def test_the_replicas_shares_add_up_to_what_was_attempted(
     assert 9 / 3 <= free.attempts_per_second <= 9
     assert free.admitted_per_second / free.attempts_per_second == pytest.approx(7 / 9)
     assert [tier.tier for tier in signal.tiers] == ["free", "plus", "pro"]
+    assert signal.rate_seconds == 60  # the servers' intervalSeconds
     assert reader.failures == {}
 
 
@@ -146,6 +147,8 @@ async def page_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
         (page(reaching=[3, -1]), 200, "malformed", "tiers[0].reaching[1]"),
         (page(refusedPerSecond=-0.5), 200, "malformed", "tiers[0].refusedPerSecond"),
         (page(attemptsPerSecond="2"), 200, "malformed", "tiers[0].attemptsPerSecond"),
+        (page().replace(b'"intervalSeconds": 60', b'"intervalSeconds": 0'), 200, "malformed",
+         "intervalSeconds"),
         (json.dumps({"policy": "other/policy", "observedAt": 1.0, "tiers": []}).encode(), 200,
          "malformed", "'other/policy', not 'inference/imagegen'"),
         (page(), 503, "http_status", "HTTP 503"),
@@ -237,6 +240,7 @@ async def test_prometheus_reads_the_same_signal_as_the_replicas(
     assert free is not None and 0 < free.refused_per_second <= free.attempts_per_second
     assert free.admitted_per_second < free.refused_per_second
     assert abs(signal.observed_at - time.time()) < 10
+    assert signal.rate_seconds == 60  # rate_window="1m"
 
 
 async def test_prometheus_down_gives_no_signal_and_queries_quote_the_policy() -> None:

@@ -341,7 +341,8 @@ def _follow(spec: PolicySpec, state: ControllerState, demand: DemandSignal, room
                           overheated=room.overheated, warm=room.warm,
                           scaling_cannot_help=cannot_help,
                           all_cooling=all_cooling),
-        last_change=state.last_quota_change_time, last_raise=state.last_raise_time, now=now)
+        last_change=state.last_quota_change_time, last_raise=state.last_raise_time,
+        rate_seconds=demand.rate_seconds, now=now)
     return step, aimed
 
 

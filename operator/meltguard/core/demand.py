@@ -34,12 +34,19 @@ class TierDemand:
     reaching: tuple[int, ...]
 
 
+#: Seconds the quota service averages its rates over (also a Prometheus source's default
+#: rate window).
+RATE_SECONDS = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class DemandSignal:
-    """Every tier's demand, as read at ``observed_at`` (epoch seconds)."""
+    """Every tier's demand, as read at ``observed_at`` (epoch seconds), its rates averaged
+    over the last ``rate_seconds``."""
 
     tiers: tuple[TierDemand, ...]
     observed_at: float
+    rate_seconds: float = RATE_SECONDS
 
     def tier(self, name: str) -> TierDemand | None:
         """The named tier's demand, if the signal has it."""

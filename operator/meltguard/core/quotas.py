@@ -192,6 +192,7 @@ def follow_demand(
     pressure: Pressure,
     last_change: float | None,
     last_raise: float | None,
+    rate_seconds: float,
     now: float,
 ) -> QuotaStep:
     """Demand-aware limits, taken in one step: ``tighten_to`` the water-filled limits for the
@@ -201,7 +202,10 @@ def follow_demand(
     :data:`RAISE_SETTLE_SECONDS` after the last raise (``last_raise``), every
     ``tighten.intervalSeconds``: each tier above its target goes straight to it. Up, only with
     measured room (utilization ``RELAX_MARGIN`` under ``fill``, every GPU cool), every
-    ``relax.intervalSeconds``: each tier below its target goes up to it.
+    ``relax.intervalSeconds``: each tier below its target goes up to it. Either way, not
+    before the signal's rates (averaged over ``rate_seconds``) count only admissions made
+    since the last change: rates that still count those under the limits before would take
+    the next cut deeper, again and again, however steady the demand.
     """
     limits = limits_in_force(quotas.tiers, remembered)
     settled = last_raise is None or now - last_raise >= RAISE_SETTLE_SECONDS
@@ -209,9 +213,11 @@ def follow_demand(
         pressure.overheated or (settled and pressure.utilization >= pressure.fill))
     roomy = (not pressure.overheated and not pressure.warm
              and pressure.utilization < pressure.fill - RELAX_MARGIN)
-    if pressed and _due(last_change, quotas.tighten.interval_seconds, now):
+    tighten_every = max(quotas.tighten.interval_seconds, rate_seconds)
+    relax_every = max(quotas.relax.interval_seconds, rate_seconds)
+    if pressed and _due(last_change, tighten_every, now):
         return _toward(limits, tighten_to, "tighten")
-    if roomy and _due(last_change, quotas.relax.interval_seconds, now):
+    if roomy and _due(last_change, relax_every, now):
         return _toward(limits, relax_to, "relax")
     return QuotaStep(limits=tuple(limits))
 

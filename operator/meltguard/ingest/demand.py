@@ -27,8 +27,9 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from meltguard.api.durations import duration_seconds
 from meltguard.api.quota_models import DemandSpec
-from meltguard.core.demand import DemandSignal, TierDemand
+from meltguard.core.demand import RATE_SECONDS, DemandSignal, TierDemand
 from meltguard.ingest.http_client import ScrapeError, Scraper
 from meltguard.ingest.prometheus import QueryError, Vector, instant_query
 from meltguard.ingest.source import ListEndpoints
@@ -65,6 +66,8 @@ class _DemandPage(BaseModel):
 
     policy: str
     observed_at: Annotated[float, Field(allow_inf_nan=False)] = Field(alias="observedAt")
+    interval_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=RATE_SECONDS, alias="intervalSeconds")
     tiers: list[_TierPage]
 
 
@@ -110,7 +113,8 @@ def parse_demand_page(page: bytes, policy: str) -> DemandSignal:
         )
         for tier in parsed.tiers
     )
-    return DemandSignal(tiers=tiers, observed_at=parsed.observed_at)
+    return DemandSignal(tiers=tiers, observed_at=parsed.observed_at,
+                        rate_seconds=parsed.interval_seconds)
 
 
 def add_reaching(parts: Sequence[Sequence[int]]) -> tuple[int, ...]:
@@ -140,7 +144,8 @@ def add_signals(signals: Sequence[DemandSignal]) -> DemandSignal:
                 add_reaching([share.reaching for share in shares]),
             )
         )
-    return DemandSignal(tuple(tiers), min(signal.observed_at for signal in signals))
+    return DemandSignal(tuple(tiers), min(signal.observed_at for signal in signals),
+                        max(signal.rate_seconds for signal in signals))
 
 
 class _Reader(abc.ABC):
@@ -259,7 +264,8 @@ class PrometheusDemand(_Reader):
                 )
             except QueryError as error:
                 raise DemandUnavailable(error.reason, f"{part} query: {error}") from None
-        return signal_from_vectors(answers, at)
+        return signal_from_vectors(answers, at,
+                                   rate_seconds=duration_seconds(self.rate_window))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -299,9 +305,10 @@ def _reaching_by_tier(vector: Vector) -> dict[str, tuple[int, ...]]:
     return reaching
 
 
-def signal_from_vectors(answers: dict[str, Vector], at: float) -> DemandSignal:
+def signal_from_vectors(answers: dict[str, Vector], at: float, *,
+                        rate_seconds: float = RATE_SECONDS) -> DemandSignal:
     """The signal of the four query answers of :meth:`PrometheusDemand.queries`, all
-    evaluated at epoch second ``at``."""
+    evaluated at epoch second ``at``, the rates taken over ``rate_seconds``."""
     attempted = _by_tier(answers["attempted"], "attempted")
     if not attempted:
         raise DemandUnavailable("no_series", "no quota replica's series for this policy")
@@ -318,7 +325,7 @@ def signal_from_vectors(answers: dict[str, Vector], at: float) -> DemandSignal:
         )
         for tier in sorted(attempted)
     )
-    return DemandSignal(tiers, at)
+    return DemandSignal(tiers, at, rate_seconds)
 
 
 DemandReader = QuotaServiceDemand | PrometheusDemand

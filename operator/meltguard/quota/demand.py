@@ -26,13 +26,13 @@ import math
 from collections import deque
 from collections.abc import Collection, Iterator
 
-from meltguard.core.demand import TierDemand
+from meltguard.core.demand import RATE_SECONDS, TierDemand
 from meltguard.core.windows import Window
 
 #: Most ``reaching`` entries per tier: bounds the memory and the /metrics series of a tier.
 MAX_REACHING = 256
 #: Seconds the reported rates average over.
-RATE_INTERVAL_SECONDS = 60
+RATE_INTERVAL_SECONDS = int(RATE_SECONDS)
 
 
 def reaching_length(baseline: int) -> int:
