@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def quotas_json(
-    free: int = 3,
+    free: float = 3,
     free_baseline: int = 3,
     window: int = 86400,
     policy: str = POLICY,

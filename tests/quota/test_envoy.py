@@ -238,6 +238,32 @@ def test_tightening_through_the_limits_file_applies_within_a_second(
     assert status == 429
 
 
+def test_a_fractional_limit_gives_its_share_of_users_one_image_more_through_envoy(
+    gateway: int, limits: Path
+) -> None:
+    before = limits.read_text()
+    limits.write_text(quotas_json(free=1.4, plus=200))
+    try:
+        written = time.monotonic()
+        while not get(gateway, "frac-probe", "free")[1]["x-ratelimit-limit"].startswith(
+                ("1,", "2,")):
+            assert time.monotonic() - written < 2.0, "the limit of 1.4 was not applied in 2 s"
+            time.sleep(0.05)
+        users = [f"frac-{number}" for number in range(300)]
+        answers = {user: [get(gateway, user, "free") for _ in range(3)] for user in users}
+    finally:
+        limits.write_text(before)
+    seconds = {user: answered[1][0] for user, answered in answers.items()}
+    for user, answered in answers.items():
+        # one limit per user for the whole window: 1 or 2, told in every answer
+        (limit,) = {headers["x-ratelimit-limit"].partition(",")[0] for _, headers in answered}
+        statuses = [status for status, _ in answered]
+        assert statuses == [200, 200 if limit == "2" else 429, 429], (user, limit, statuses)
+    share = sum(status == 200 for status in seconds.values()) / len(users)
+    print(f"limit 1.4 through Envoy: {share:.2f} of 300 users got a second image")
+    assert share == pytest.approx(0.4, abs=0.1)
+
+
 @pytest.mark.parametrize(("deny", "expected"), [(False, 200), (True, 500)])
 def test_quota_service_down_follows_failure_mode_deny(
     upstream: int, tmp_path: Path, deny: bool, expected: int
