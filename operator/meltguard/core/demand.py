@@ -36,7 +36,7 @@ class TierDemand:
 
 #: Seconds the quota service averages its rates over (also a Prometheus source's default
 #: rate window).
-RATE_SECONDS = 60.0
+RATE_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +165,12 @@ Limits = dict[str, int | float]
 MIN_MOVE_SHARE = 0.13
 
 
+def _every_limit(tiers: Sequence[TierSpec], in_force: Mapping[str, int | float]) -> Limits:
+    """Every limited tier's limit in force, a tier left out of ``in_force`` at its baseline."""
+    return {tier.name: in_force.get(tier.name, tier.limit) for tier in tiers
+            if tier.limit is not None}
+
+
 def water_fill(tiers: Sequence[TierSpec], demand: DemandSignal, budget: float, *,
                in_force: Mapping[str, int | float]) -> Limits:
     """The limits, in shed order, whose predicted admitted load fills ``budget`` (images/s),
@@ -178,8 +184,7 @@ def water_fill(tiers: Sequence[TierSpec], demand: DemandSignal, budget: float, *
     (the load is linear between two whole limits), rounded down to two decimals. More demand
     or less budget never gives a higher limit.
     """
-    current = {tier.name: in_force.get(tier.name, tier.limit) for tier in tiers
-               if tier.limit is not None}
+    current = _every_limit(tiers, in_force)
     limits: list[int | float | None] = [tier.limit for tier in tiers]
 
     def load_at(index: int, limit: int) -> float:
@@ -212,8 +217,7 @@ def worth_changing(tiers: Sequence[TierSpec], demand: DemandSignal, targets: Lim
     """Whether moving from ``in_force`` to ``targets`` is a change worth making: it shifts the
     predicted load by :data:`MIN_MOVE_SHARE` of ``budget``, or takes a tier that moves to its
     baseline or its floor (so limits always get back to their baselines)."""
-    current = {tier.name: in_force.get(tier.name, tier.limit) for tier in tiers
-               if tier.limit is not None}
+    current = _every_limit(tiers, in_force)
     wanted = {name: targets.get(name, limit) for name, limit in current.items()}
     if any(wanted[tier.name] in (tier.limit, tier.floor) for tier in tiers
            if tier.name in wanted and wanted[tier.name] != current[tier.name]):

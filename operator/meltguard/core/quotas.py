@@ -159,8 +159,6 @@ RELAX_MARGIN = 0.05
 #: some subjects, so the load past that is a guess, and the users refused so far come back
 #: at once, more of them the bigger the step.
 RELAX_GROWTH = 1.5
-
-
 #: After a raise, limits are cut for load (heat aside) only this long after it: the users
 #: refused so far come back at once, a burst that passes, and a cut for it would take the
 #: limit straight back down, again and again.

@@ -20,9 +20,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 
-from meltguard.core.demand import DemandSignal
+from meltguard.core.demand import RATE_SECONDS, DemandSignal
 from meltguard.quota.auth import TokenFile, bearer_token
-from meltguard.quota.demand import RATE_INTERVAL_SECONDS
 from meltguard.quota.limits import UnknownQuota
 from meltguard.quota.openapi import OPENAPI_DOCUMENT
 from meltguard.quota.requests import (
@@ -271,7 +270,7 @@ def demand_body(policy: str, signal: DemandSignal) -> dict[str, Any]:
     return {
         "policy": policy,
         "observedAt": signal.observed_at,
-        "intervalSeconds": RATE_INTERVAL_SECONDS,
+        "intervalSeconds": RATE_SECONDS,
         "tiers": [
             {
                 "tier": tier.tier,

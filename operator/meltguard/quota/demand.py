@@ -3,7 +3,7 @@
 Two things are kept per (policy, tier), both in units (what a consume's ``cost`` counts):
 
 - the units attempted, admitted and refused in each recent second, for rates over the last
-  :data:`RATE_INTERVAL_SECONDS`;
+  :data:`~meltguard.core.demand.RATE_SECONDS` seconds;
 - ``reaching[k - 1]``, the subjects whose attempts in the tier's current window reached ``k``.
   The store returns each subject's attempts in the window with every consume; a consume that
   takes them from ``a - cost`` to ``a`` crosses every ``k`` in between, and adds one to each of
@@ -31,8 +31,6 @@ from meltguard.core.windows import Window
 
 #: Most ``reaching`` entries per tier: bounds the memory and the /metrics series of a tier.
 MAX_REACHING = 256
-#: Seconds the reported rates average over.
-RATE_INTERVAL_SECONDS = int(RATE_SECONDS)
 
 
 def reaching_length(baseline: int) -> int:
@@ -55,7 +53,7 @@ class TierTally:
         second = math.floor(now)
         if not self._seconds or self._seconds[-1][0] != second:
             self._seconds.append([second, 0, 0, 0])
-            self._forget_before(second - RATE_INTERVAL_SECONDS)
+            self._forget_before(second - RATE_SECONDS)
         counts = self._seconds[-1]
         counts[1] += cost
         counts[2 if allowed else 3] += cost
@@ -87,8 +85,8 @@ class TierTally:
 
     def demand(self, tier: str, now: float) -> TierDemand:
         """Rates over the last interval (shorter just after start) and ``reaching`` now."""
-        self._forget_before(math.floor(now) - RATE_INTERVAL_SECONDS)
-        elapsed = min(RATE_INTERVAL_SECONDS, max(now - self.started, 1.0))
+        self._forget_before(math.floor(now) - RATE_SECONDS)
+        elapsed = min(RATE_SECONDS, max(now - self.started, 1.0))
         attempted = admitted = refused = 0
         for _, attempted_units, admitted_units, refused_units in self._seconds:
             attempted += attempted_units
