@@ -11,17 +11,22 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from meltguard.api.quotas import carries_quotas_label
 from meltguard.api.state import ControllerState
 from meltguard.api.validation import parse_spec
 from meltguard.core.decide import decide
 from meltguard.core.observation import GpuSample, Observation
 from meltguard.k8s.act import (
+    Published,
     configmap_name,
+    data_patch,
     envoy_domain,
+    label_patch,
     merge_patch_between,
     publishes_the_same,
     quota_configmap,
     quota_document,
+    restored_note,
 )
 from meltguard.k8s.handlers import interval_of, until_next_tick
 from meltguard.k8s.metrics import METRIC_NAMES, OperatorMetrics
@@ -104,9 +109,62 @@ def test_a_configmap_saying_the_same_is_not_rewritten_and_a_corrupt_one_is() -> 
     decision = melting_decision()
     body = quota_configmap(POLICY, SPEC, quota_document(POLICY, decision, NOW))
     later = quota_document(POLICY, decision, NOW + 60)
-    assert publishes_the_same(body, later)
-    assert not publishes_the_same({"data": {"quotas.json": "{not json"}}, later)
-    assert not publishes_the_same({}, later)
+    wanted = quota_configmap(POLICY, SPEC, later)
+    assert publishes_the_same(body["data"], wanted, later)
+    assert not publishes_the_same({**body["data"], "quotas.json": "{not json"}, wanted, later)
+    assert not publishes_the_same({}, wanted, later)
+    assert not publishes_the_same(None, wanted, later)
+
+
+def edited(data: dict[str, str], **changes: str) -> dict[str, str]:
+    return {**data, **changes}
+
+
+def test_a_configmap_edited_by_hand_in_any_key_is_not_the_same() -> None:
+    document = quota_document(POLICY, melting_decision(), NOW, "imagegen")
+    body = quota_configmap(POLICY, SPEC, document)
+    quotas = json.loads(body["data"]["quotas.json"])
+    quotas["tiers"][0]["limit"] = 500
+    hand_edits = [
+        edited(body["data"], **{"quotas.json": json.dumps(quotas)}),
+        edited(body["data"], **{"config.yaml": body["data"]["config.yaml"] + "# edited\n"}),
+        edited(body["data"], extra="added by hand"),
+        {"quotas.json": body["data"]["quotas.json"]},
+    ]
+    assert [publishes_the_same(data, body, document) for data in hand_edits] == [False] * 4
+    assert publishes_the_same(dict(body["data"]), body, document)
+
+
+def test_the_data_patch_restores_the_data_and_label_and_keeps_what_others_added() -> None:
+    document = quota_document(POLICY, melting_decision(), NOW, "imagegen")
+    body = quota_configmap(POLICY, SPEC, document)
+    existing = {"metadata": {**body["metadata"], "labels": {"team": "a"},
+                             "annotations": {"note": "hand edit"}, "resourceVersion": "7"},
+                "data": {"quotas.json": "{}", "extra": "x"}}
+    restored = merge_patch(existing, data_patch(existing, body, "7"))
+    assert restored["data"] == body["data"]
+    assert restored["metadata"]["labels"] == {"team": "a", "meltguard.io/quotas": "true"}
+    assert restored["metadata"]["annotations"] == {"note": "hand edit"}
+    assert carries_quotas_label(restored) and not carries_quotas_label(existing)
+    relabelled = merge_patch(existing, label_patch("7"))
+    assert relabelled["data"] == existing["data"] and carries_quotas_label(relabelled)
+
+
+@pytest.mark.parametrize(("published", "says"), [
+    (Published.CREATED, "was deleted by someone else"),
+    (Published.UPDATED, "was edited by someone else"),
+    (Published.RELABELLED, "lost its label meltguard.io/quotas=true"),
+])
+def test_a_restored_configmap_is_reported_with_how_it_was_found(published: Published,
+                                                               says: str) -> None:
+    note = restored_note("inference", "imagegen-quotas", published)
+    assert (note.type, note.reason) == ("Warning", "QuotasRestored")
+    assert note.message.startswith(f"quota ConfigMap inference/imagegen-quotas {says}")
+
+
+def test_nothing_restored_is_no_event() -> None:
+    with pytest.raises(ValueError, match="nothing was restored"):
+        restored_note("inference", "imagegen-quotas", Published.SAME)
 
 
 def test_holds() -> None:

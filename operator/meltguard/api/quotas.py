@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -35,9 +36,18 @@ from meltguard.api.vocabulary import Phase
 
 #: Label that marks a ConfigMap holding quotas for the quota service to watch.
 QUOTAS_LABEL = "meltguard.io/quotas"
+#: The quota ConfigMap's labels, which the quota service (and the operator) select it by.
+QUOTAS_LABELS: Mapping[str, str] = {QUOTAS_LABEL: "true"}
 #: The two keys of the quota ConfigMap.
 QUOTAS_JSON_KEY = "quotas.json"
 RATELIMIT_CONFIG_KEY = "config.yaml"
+
+
+def carries_quotas_label(configmap: Mapping[str, Any]) -> bool:
+    """Whether a ConfigMap has :data:`QUOTAS_LABELS`: one the quota service reads."""
+    labels = (configmap.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(key) == value for key, value in QUOTAS_LABELS.items())
+
 
 #: envoyproxy/ratelimit's units, longest first, with their length in seconds.
 RATELIMIT_UNITS: tuple[tuple[str, int], ...] = (

@@ -6,10 +6,15 @@ loses a race (409, or a scale whose count changed since read) raises
 :class:`~meltguard.k8s.client.Conflict` to the caller, which starts the tick again from a
 fresh read, except for the ConfigMap, whose content does not depend on what was there: it is
 re-read and re-written on the spot.
+
+The operator owns its quota ConfigMap: :func:`publish_quotas` also puts back one that someone
+deleted, edited or took the label off (:class:`Published` says which), and
+:func:`restored_note` words the Event that reports it.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -18,19 +23,23 @@ from meltguard.api.models import PolicySpec
 from meltguard.api.quotas import (
     QUOTAS_JSON_KEY,
     QUOTAS_LABEL,
+    QUOTAS_LABELS,
     RATELIMIT_CONFIG_KEY,
     QuotaDocument,
     QuotaDocumentInvalid,
+    carries_quotas_label,
     dump_quota_document,
     parse_quota_document,
     render_ratelimit_config,
 )
 from meltguard.api.vocabulary import API_VERSION, KIND
-from meltguard.core.decide import Decision
+from meltguard.core.decide import Decision, EventNote
 from meltguard.k8s.client import ApiError, Conflict, Kube, NotFound
 from meltguard.k8s.resources import Resource
 
 CONFIGMAP_WRITE_ATTEMPTS = 3
+#: The Event reason of a quota ConfigMap put back after someone else changed it.
+QUOTAS_RESTORED = "QuotasRestored"
 #: The status of a JSON patch whose ``test`` failed (the API server gives no other detail).
 UNPROCESSABLE = 422
 
@@ -76,7 +85,7 @@ def quota_configmap(policy: Mapping[str, Any], spec: PolicySpec,
         "kind": "ConfigMap",
         "metadata": {"name": configmap_name(name, spec),
                      "namespace": policy["metadata"]["namespace"],
-                     "labels": {QUOTAS_LABEL: "true"},
+                     "labels": dict(QUOTAS_LABELS),
                      "ownerReferences": [owner_reference(policy)]},
         "data": {QUOTAS_JSON_KEY: dump_quota_document(document),
                  RATELIMIT_CONFIG_KEY: render_ratelimit_config(document,
@@ -89,18 +98,50 @@ def says_the_same(stored: QuotaDocument, document: QuotaDocument) -> bool:
     return stored.model_copy(update={"updated": document.updated}) == document
 
 
-def publishes_the_same(existing: Mapping[str, Any], document: QuotaDocument) -> bool:
-    """Whether a stored ConfigMap already says what ``document`` says (its time aside)."""
+def publishes_the_same(data: Mapping[str, Any] | None, configmap: Mapping[str, Any],
+                       document: QuotaDocument) -> bool:
+    """Whether a stored ConfigMap's ``data`` already says what ``configmap`` (built from
+    ``document``) says: the same keys, ``quotas.json`` the same apart from its time, every
+    other key the same text."""
+    stored, wanted = dict(data or {}), configmap["data"]
+    if stored.keys() != wanted.keys() or any(
+            stored[key] != text for key, text in wanted.items() if key != QUOTAS_JSON_KEY):
+        return False
     try:
-        stored = parse_quota_document((existing.get("data") or {}).get(QUOTAS_JSON_KEY, ""))
+        stored_document = parse_quota_document(stored[QUOTAS_JSON_KEY])
     except QuotaDocumentInvalid:
         return False
-    return says_the_same(stored, document)
+    return says_the_same(stored_document, document)
+
+
+class Published(enum.Enum):
+    """What :func:`publish_quotas` found and did."""
+
+    SAME = "same"  # it already said the same, labelled: nothing written
+    CREATED = "created"  # there was none
+    UPDATED = "updated"  # its data differed
+    RELABELLED = "relabelled"  # the same data, without the label
+
+
+def data_patch(existing: Mapping[str, Any], configmap: Mapping[str, Any],
+               resource_version: str | None) -> dict[str, Any]:
+    """The merge patch that makes ``existing`` hold ``configmap``'s data, label and owner,
+    dropping data keys someone else added; other labels and annotations stay."""
+    added = {key: None for key in existing.get("data") or {} if key not in configmap["data"]}
+    return {**configmap, "metadata": {**configmap["metadata"],
+                                      "resourceVersion": resource_version},
+            "data": {**added, **configmap["data"]}}
+
+
+def label_patch(resource_version: str | None) -> dict[str, Any]:
+    """The merge patch that puts the quota service's label back, and nothing else."""
+    return {"metadata": {"labels": dict(QUOTAS_LABELS), "resourceVersion": resource_version}}
 
 
 async def publish_quotas(client: Kube, configmap: Mapping[str, Any],
-                         document: QuotaDocument) -> bool:
-    """Create or update the quota ConfigMap; False when it already said the same."""
+                         document: QuotaDocument) -> Published:
+    """Create or update the quota ConfigMap so that it says ``document`` and carries the
+    label; :attr:`Published.SAME` when it already did."""
     meta = configmap["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     for _ in range(CONFIGMAP_WRITE_ATTEMPTS):
@@ -109,19 +150,36 @@ async def publish_quotas(client: Kube, configmap: Mapping[str, Any],
         except NotFound:
             try:
                 await client.create_configmap(namespace, configmap)
-                return True
+                return Published.CREATED
             except Conflict:
                 continue  # created meanwhile: read it and patch
-        if publishes_the_same(existing, document):
-            return False
-        precondition = {"resourceVersion": existing["metadata"].get("resourceVersion")}
-        patch = {**configmap, "metadata": {**meta, **precondition}}
+        version = existing["metadata"].get("resourceVersion")
+        if not publishes_the_same(existing.get("data"), configmap, document):
+            patch, outcome = data_patch(existing, configmap, version), Published.UPDATED
+        elif not carries_quotas_label(existing):
+            patch, outcome = label_patch(version), Published.RELABELLED
+        else:
+            return Published.SAME
         try:
             await client.patch_configmap(namespace, name, patch)
-            return True
+            return outcome
         except Conflict:
             continue
     raise Conflict(409, "Conflict", f"configmap {meta['name']} kept changing while written")
+
+
+def restored_note(namespace: str, name: str, published: Published) -> EventNote:
+    """The Warning Event of a quota ConfigMap that :func:`publish_quotas` put back after
+    someone else changed it (``published`` says how it was found)."""
+    what = {Published.CREATED: "was deleted by someone else; recreated with the operator's "
+                                "limits",
+            Published.UPDATED: "was edited by someone else; the operator's limits written back",
+            Published.RELABELLED: f"lost its label {QUOTAS_LABEL}=true, so the quota service "
+                                  f"ignored it; label put back"}
+    if published not in what:
+        raise ValueError(f"nothing was restored: the ConfigMap was found {published.value}")
+    return EventNote("Warning", QUOTAS_RESTORED,
+                     f"quota ConfigMap {namespace}/{name} {what[published]}")
 
 
 def scale_patch(read_replicas: int, replicas: int) -> list[dict[str, Any]]:

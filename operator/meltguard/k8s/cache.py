@@ -1,9 +1,10 @@
 """Watch caches: one kind in one namespace, listed once and then followed by a watch.
 
-Every policy's tick reads its target and pods from here instead of asking the API server, so
-a tick makes no read request once the caches are synced, and one watch per namespace and
-kind serves every policy in that namespace (and every policy whose exporter pods live
-there). A cache keeps a small record per object (the caller's ``convert``), not the object.
+Every policy's tick reads its target and pods from here instead of asking the API server
+(and checks its quota ConfigMap against the labelled ConfigMaps here), so a tick makes no read
+request once the caches are synced, and one watch per namespace and kind serves every policy
+in that namespace (and every policy whose exporter pods live there). A cache keeps a small
+record per object (the caller's ``convert``), not the object.
 
 The watch follows the list's ``resourceVersion``; when the server answers 410 Gone (the
 version is older than the server keeps), the cache lists again and carries on from the new
@@ -40,9 +41,10 @@ class NamespaceWatch(Generic[Record]):
     """
 
     def __init__(self, client: Kube, kind: Resource, namespace: str,
-                 convert: Convert[Record]) -> None:
+                 convert: Convert[Record], labels: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self.namespace = namespace
+        self.labels = labels
         self.records: dict[str, Record] = {}
         self.lists = 0
         self._client = client
@@ -82,14 +84,15 @@ class NamespaceWatch(Generic[Record]):
                 failures += 1
 
     async def _list(self) -> str:
-        items, version = await self._client.list_all(self.kind, self.namespace)
+        items, version = await self._client.list_all(self.kind, self.namespace, self.labels)
         self.records = {_name(item): self._convert(item) for item in items}
         self.lists += 1
         self._synced.set()
         return version
 
     async def _watch(self, version: str) -> None:
-        async for change, item in self._client.watch_all(self.kind, self.namespace, version):
+        async for change, item in self._client.watch_all(self.kind, self.namespace, version,
+                                                         self.labels):
             if change == "DELETED":
                 self.records.pop(_name(item), None)
             elif change in ("ADDED", "MODIFIED"):
@@ -113,14 +116,15 @@ class Watches:
         self._client = client
         self._watches: dict[tuple[Resource, str], NamespaceWatch[Any]] = {}
 
-    async def of(self, kind: Resource, namespace: str,
-                 convert: Convert[Record]) -> NamespaceWatch[Record]:
-        """The synced cache of ``kind`` in ``namespace`` (started now if need be); one
-        ``convert`` per kind."""
+    async def of(self, kind: Resource, namespace: str, convert: Convert[Record],
+                 labels: Mapping[str, str] | None = None) -> NamespaceWatch[Record]:
+        """The synced cache of ``kind`` in ``namespace`` (started now if need be), of the
+        objects with all of ``labels`` if given; one ``convert`` and one ``labels`` per kind."""
         key = (kind, namespace)
         watch = self._watches.get(key)
         if watch is None:
-            watch = self._watches[key] = NamespaceWatch(self._client, kind, namespace, convert)
+            watch = self._watches[key] = NamespaceWatch(self._client, kind, namespace, convert,
+                                                        labels)
         await watch.synced()
         return watch
 

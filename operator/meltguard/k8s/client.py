@@ -8,9 +8,9 @@ or token file, an exec plugin, basic auth. kopf is logged in with the same crede
 (:func:`kopf_connection`), and logs in again through it after a 401.
 
 :class:`Kube` is the handful of calls the control loop makes (kopf watches the policies;
-:mod:`meltguard.k8s.cache` the pods and workloads, through :meth:`Kube.list_all` and
-:meth:`Kube.watch_all`), each answering plain dicts (or lightkube's models, for the caches) and
-raising :class:`ApiError` (:class:`NotFound`, :class:`Conflict`)
+:mod:`meltguard.k8s.cache` the pods, workloads and quota ConfigMaps, through
+:meth:`Kube.list_all` and :meth:`Kube.watch_all`), each answering plain dicts (or lightkube's
+models, for the caches) and raising :class:`ApiError` (:class:`NotFound`, :class:`Conflict`)
 on failure. Every one of them is listed in :mod:`meltguard.k8s.rbac`.
 """
 
@@ -238,23 +238,28 @@ class Kube:
             await self._api.patch(scale_of(resource), name, [dict(op) for op in operations],
                                   namespace=namespace, patch_type=PatchType.JSON)
 
-    async def list_all(self, resource: Resource,
-                       namespace: str) -> tuple[list[dict[str, Any]], str]:
-        """Every object of ``resource`` in ``namespace``, and the list's resourceVersion to
-        watch from."""
+    async def list_all(self, resource: Resource, namespace: str,
+                       labels: Mapping[str, str] | None = None
+                       ) -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``resource`` in ``namespace`` (with all of ``labels``, if given),
+        and the list's resourceVersion to watch from."""
         with api_errors(f"list {resource.plural} in {namespace}"):
-            listing = self._api.list(raw_resource(resource), namespace=namespace)
+            listing = self._api.list(raw_resource(resource), namespace=namespace,
+                                     labels=dict(labels) if labels else None)
             items = [dict(item) async for item in listing]
             return items, str(listing.resourceVersion)
 
-    async def watch_all(self, resource: Resource, namespace: str,
-                        resource_version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Changes to objects of ``resource`` in ``namespace`` after ``resource_version``, as
-        ``(ADDED|MODIFIED|DELETED, object)``; a 410 (the version is too old) raises
+    async def watch_all(self, resource: Resource, namespace: str, resource_version: str,
+                        labels: Mapping[str, str] | None = None
+                        ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Changes to objects of ``resource`` in ``namespace`` (with all of ``labels``, if
+        given) after ``resource_version``, as ``(ADDED|MODIFIED|DELETED, object)``; an object
+        that loses one of ``labels`` comes as DELETED. A 410 (the version is too old) raises
         :class:`ApiError`, and the caller lists again."""
         with api_errors(f"watch {resource.plural} in {namespace}"):
             async for change, item in self._api.watch(
                     raw_resource(resource), namespace=namespace,
+                    labels=dict(labels) if labels else None,
                     resource_version=resource_version,
                     server_timeout=WATCH_SERVER_TIMEOUT_SECONDS):
                 yield str(change), dict(item)

@@ -61,8 +61,9 @@ API_CALLS: tuple[ApiCall, ...] = (
             why="scale targets may be StatefulSets"),
     ApiCall(PODS.group, PODS.plural, ("list", "watch"),
             why="the watch cache of pods: the target's (Pending for lack of GPUs)"),
-    ApiCall(CONFIGMAPS.group, CONFIGMAPS.plural, ("get", "create", "patch"),
-            why="the quota ConfigMap read by the quota service and Envoy"),
+    ApiCall(CONFIGMAPS.group, CONFIGMAPS.plural, ("get", "list", "watch", "create", "patch"),
+            why="the quota ConfigMap read by the quota service and Envoy; the labelled ones "
+                "are watched, so one changed by someone else is put back"),
     ApiCall(EVENTS.group, EVENTS.plural, ("create",),
             why="Events on transitions (MeltingStarted, ScaledUp, QuotaTightened, ...)"),
     ApiCall(PODS.group, PODS.plural, ("list", "watch"), scope="exporters",

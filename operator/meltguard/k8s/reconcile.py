@@ -5,7 +5,7 @@ core's memory lives in ``status.controller`` and is written last, after the targ
 ConfigMap: a tick that fails half-way leaves the previous state in place, and the next tick
 decides again from it (the decisions are absolute values, so repeating one is harmless).
 Events and counters follow only a status write that succeeded, so a retried tick does not
-repeat them.
+repeat them; the one exception, ``QuotasRestored``, reports a ConfigMap already put back.
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ from meltguard.core.decide import ConditionNote, Decision, EventNote, decide
 from meltguard.core.demand import DemandSignal
 from meltguard.core.replicas import behavior_of
 from meltguard.k8s.act import (
+    Published,
+    configmap_name,
     envoy_domain,
     patch_status,
     publish_quotas,
+    publishes_the_same,
     quota_configmap,
     quota_document,
+    restored_note,
     says_the_same,
     scale_target,
 )
@@ -82,6 +86,9 @@ class Reconciler:
     clock: Callable[[], float] = field(default=time.time)
     memory: dict[NamespacedName, Remembered] = field(default_factory=dict)
     specs: dict[NamespacedName, tuple[tuple[Any, int], PolicySpec]] = field(default_factory=dict)
+    #: Per policy, the quota ConfigMap's data as the watch showed it when last found to say
+    #: what was published: while it shows the same, there is nothing to check.
+    quotas_seen: dict[NamespacedName, Mapping[str, str]] = field(default_factory=dict)
 
     def spec_of(self, policy: Mapping[str, Any]) -> PolicySpec:
         """The policy's spec, parsed once per generation (:class:`PolicyInvalid` when bad)."""
@@ -106,6 +113,7 @@ class Reconciler:
         """Drop a policy's memory: it is gone, or its status was written from elsewhere."""
         self.memory.pop(key, None)
         self.specs.pop(key, None)
+        self.quotas_seen.pop(key, None)
 
 
 def hold_reason(policy: Mapping[str, Any], spec: PolicySpec) -> str | None:
@@ -292,8 +300,9 @@ class Tick:
     async def _apply(self, policy: Mapping[str, Any], spec: PolicySpec, world: World,
                      decision: Decision, now: float,
                      published: QuotaDocument | None) -> QuotaDocument:
-        """Scale if the count changes; publish the limits unless already published; the
-        quota document now in force comes back."""
+        """Scale if the count changes; publish the limits unless already published, else
+        keep the ConfigMap as published (:meth:`_keep_published`); the quota document now in
+        force comes back."""
         client = self.reconciler.client
         target = world.target
         if decision.desired_replicas != target.replicas:
@@ -303,9 +312,33 @@ class Tick:
                                replicas=decision.desired_replicas)
         document = quota_document(policy, decision, now, envoy_domain(self.name, spec))
         if published is not None and says_the_same(published, document):
+            await self._keep_published(policy, spec, document)
             return published
+        self.reconciler.quotas_seen.pop((self.namespace, self.name), None)
         await publish_quotas(client, quota_configmap(policy, spec, document), document)
         return document
+
+    async def _keep_published(self, policy: Mapping[str, Any], spec: PolicySpec,
+                              document: QuotaDocument) -> None:
+        """Put the quota ConfigMap back, with a Warning Event, if the watch of the quota
+        ConfigMaps shows that someone else deleted, edited or unlabelled it since this
+        operator published what ``document`` says."""
+        key, name = (self.namespace, self.name), configmap_name(self.name, spec)
+        seen = self.reconciler.quotas_seen
+        cached = await self.reconciler.view.quota_configmap(self.namespace, name)
+        if cached is not None and cached == seen.get(key):
+            return  # unchanged since last found right: nothing to render and compare
+        configmap = quota_configmap(policy, spec, document)
+        if cached is not None and publishes_the_same(cached, configmap, document):
+            seen[key] = cached
+            return
+        # Or the watch has not seen this operator's last write yet: the read in
+        # publish_quotas then finds it right, and nothing is written.
+        outcome = await publish_quotas(self.reconciler.client, configmap, document)
+        if outcome is not Published.SAME:
+            note = restored_note(self.namespace, name, outcome)
+            logger.warning("%s/%s: %s", self.namespace, self.name, note.message)
+            self.reconciler.post_event(policy, note)  # the repair is done whatever follows
 
 
 def _stored_status(policy: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -1,10 +1,11 @@
 """Reading the world for one tick: the scale target, the target's pods, telemetry.
 
 Everything here only reads; :mod:`meltguard.k8s.act` writes. The policy itself comes from
-kopf's watch (the daemon's live body); Deployments, StatefulSets and pods come from the watch
-caches of :mod:`meltguard.k8s.cache`, which keep a small record of each (:class:`CachedPod`,
-:class:`CachedWorkload`), so that a tick asks the API server nothing. The pure parts (which
-pod waits for a GPU, which resource serves a kind) are plain functions, tested on their own.
+kopf's watch (the daemon's live body); Deployments, StatefulSets, pods and the labelled quota
+ConfigMaps come from the watch caches of :mod:`meltguard.k8s.cache`, which keep a small record
+of each (:class:`CachedPod`, :class:`CachedWorkload`, a ConfigMap's ``data``), so that a tick
+asks the API server nothing. The pure parts (which pod waits for a GPU, which resource serves
+a kind) are plain functions, tested on their own.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from meltguard.api.models import PolicySpec, ScaleTargetRef
+from meltguard.api.quotas import QUOTAS_LABELS
 from meltguard.core.observation import Observation
 from meltguard.ingest.source import TelemetryReading
 from meltguard.k8s.cache import Watches
 from meltguard.k8s.client import Kube, NotFound
 from meltguard.k8s.resources import (
+    CONFIGMAPS,
     DEPLOYMENTS,
     PODS,
     STATEFULSETS,
@@ -112,6 +115,13 @@ def workload_record(workload: Mapping[str, Any]) -> CachedWorkload:
                           selector=selector_of(spec.get("selector")))
 
 
+def configmap_data(configmap: Mapping[str, Any]) -> Mapping[str, str]:
+    """A quota ConfigMap from the watch as the cache keeps it: its ``data``. Only the
+    labelled ones are followed (:data:`~meltguard.api.quotas.QUOTAS_LABELS`), so one that
+    loses the label leaves the cache as if deleted."""
+    return dict(configmap.get("data") or {})
+
+
 #: Scale targets read from watch caches; any other kind is read through its ``/scale``.
 WATCHED_KINDS: Mapping[tuple[str, str], Resource] = {
     (kind.api_version, kind.kind): kind for kind in (DEPLOYMENTS, STATEFULSETS)}
@@ -181,6 +191,12 @@ class ClusterView:
         if found is None:
             raise NotFound(404, "NotFound", f"{ref.kind.lower()}s {ref.name!r} not found")
         return found
+
+    async def quota_configmap(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """The ``data`` of the labelled ConfigMap ``name``, None when there is none (deleted,
+        or without the quota service's label)."""
+        watch = await self.watches.of(CONFIGMAPS, namespace, configmap_data, QUOTAS_LABELS)
+        return watch.records.get(name)
 
     async def list_endpoints(self, namespace: str, match_labels: Mapping[str, str],
                              port: int) -> list[str]:

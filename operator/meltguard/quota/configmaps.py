@@ -23,7 +23,7 @@ import lightkube
 from lightkube.core.client import LabelSelector
 from lightkube.resources.core_v1 import ConfigMap
 
-from meltguard.api.quotas import QUOTAS_JSON_KEY, QUOTAS_LABEL
+from meltguard.api.quotas import QUOTAS_JSON_KEY, QUOTAS_LABELS, carries_quotas_label
 from meltguard.quota.limits import LimitsRegistry
 from meltguard.quota.sources import ReloadCounter, load_document
 
@@ -41,11 +41,6 @@ def default_client() -> lightkube.AsyncClient:
 def _source_id(configmap: dict[str, Any]) -> str:
     meta = configmap.get("metadata") or {}
     return f"{SOURCE_PREFIX}{meta.get('namespace')}/{meta.get('name')}"
-
-
-def _labelled(configmap: dict[str, Any]) -> bool:
-    labels = (configmap.get("metadata") or {}).get("labels") or {}
-    return labels.get(QUOTAS_LABEL) == "true"
 
 
 class ConfigMapLimitsSource:
@@ -97,7 +92,7 @@ class ConfigMapLimitsSource:
 
     def _apply(self, event_type: str, configmap: dict[str, Any]) -> None:
         source = _source_id(configmap)
-        if event_type == "DELETED" or not _labelled(configmap):
+        if event_type == "DELETED" or not carries_quotas_label(configmap):
             self.registry.remove(source)
             return
         raw = (configmap.get("data") or {}).get(QUOTAS_JSON_KEY)
@@ -116,7 +111,7 @@ class ConfigMapLimitsSource:
             self._apply("ADDED", configmap)
 
     async def _list_and_watch(self) -> None:
-        selector: LabelSelector = {QUOTAS_LABEL: "true"}
+        selector: LabelSelector = dict(QUOTAS_LABELS)
         listing = self.client.list(ConfigMap, namespace=self.namespace, labels=selector)
         self._replace_all([configmap.to_dict() async for configmap in listing])
         changes = self.client.watch(
