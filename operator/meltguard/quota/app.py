@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 
 from meltguard.core.demand import RATE_SECONDS, DemandSignal
-from meltguard.quota.auth import TokenFile, bearer_token
+from meltguard.quota.auth import TokenFile, Unauthenticated
 from meltguard.quota.limits import UnknownQuota
 from meltguard.quota.openapi import OPENAPI_DOCUMENT
 from meltguard.quota.requests import (
@@ -124,13 +124,12 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     """Name the caller of a ``/v1/`` request from its bearer token, or refuse it with 401;
     probes, metrics and the OpenAPI document stay open."""
     if request.path.startswith("/v1/"):
-        header = request.headers.get("Authorization")
-        caller = request.app[CALLERS_KEY].caller(bearer_token(header))
-        if caller is None:
-            problem = "no bearer token" if header is None else "unknown token or scheme"
+        try:
+            caller = request.app[CALLERS_KEY].authenticate(request.headers.get("Authorization"))
+        except Unauthenticated as problem:
             raise BadRequest(
                 "Authorization", f"{problem}: send Authorization: Bearer <token>", status=401
-            )
+            ) from None
         request[CALLER] = caller
     return await handler(request)
 

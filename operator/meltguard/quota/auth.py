@@ -67,6 +67,11 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
+class Unauthenticated(LookupError):
+    """A request without a known caller token; the message says whether it sent none
+    (``no bearer token``) or one that is not a caller's (``unknown token or scheme``)."""
+
+
 class TokenFile:
     """The callers of ``path``, read at construction (ValueError when it cannot be) and
     again on change, checked at most every ``RECHECK_SECONDS``."""
@@ -112,3 +117,13 @@ class TokenFile:
         if token is None:
             return None
         return self._callers.get(_digest(token))
+
+    def authenticate(self, authorization: str | None) -> str:
+        """The name of the caller an ``Authorization`` value (HTTP header or gRPC metadata)
+        speaks for, or :class:`Unauthenticated`."""
+        caller = self.caller(bearer_token(authorization))
+        if caller is None:
+            raise Unauthenticated(
+                "no bearer token" if authorization is None else "unknown token or scheme"
+            )
+        return caller

@@ -11,20 +11,26 @@ The answer carries, per descriptor, the subject's own whole limit in its window 
 limit in force may be fractional: see :meth:`QuotaTier.subject_limit`), the units left and the
 time to the window's end, from which Envoy writes the ``x-ratelimit-*`` headers when its filter
 enables them.
+
+With caller tokens (``--auth-tokens``) a call must carry ``authorization: Bearer <token>`` in
+its metadata (Envoy's ``grpc_service.initial_metadata``); one without a known token is answered
+``UNAUTHENTICATED`` before its request is even decoded, so it touches no counter.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from pydantic import ValidationError
 
+from meltguard.quota.auth import TokenFile, Unauthenticated
 from meltguard.quota.envoy import ratelimit_pb2, rls_pb2
 from meltguard.quota.limits import LimitsTable, UnknownQuota
+from meltguard.quota.metrics import QuotaMetrics
 from meltguard.quota.requests import ConsumeRequest
 from meltguard.quota.service import QuotaAnswer, QuotaService
 
@@ -40,6 +46,8 @@ _descriptors: Any = ratelimit_pb2
 RateLimitDescriptor: Any = _descriptors.RateLimitDescriptor
 OK: int = RateLimitResponse.OK
 OVER_LIMIT: int = RateLimitResponse.OVER_LIMIT
+#: The ``status`` label of a call refused for want of a caller token.
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED.name
 
 #: Envoy's units, by their length in seconds: a window of exactly one of them is given as is.
 UNITS: dict[int, int] = {
@@ -198,9 +206,53 @@ def rate_limit_handler(servicer: RateLimitServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {"ShouldRateLimit": method})
 
 
-async def start_grpc_server(servicer: RateLimitServicer, host: str, port: int) -> grpc.aio.Server:
-    """Listen on ``host:port`` (gRPC over HTTP/2, no TLS) and start answering."""
-    server = grpc.aio.server()
+def _refusal(message: str) -> grpc.RpcMethodHandler:
+    """A handler that answers ``UNAUTHENTICATED`` and leaves the request's bytes undecoded."""
+
+    async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+@dataclass
+class CallerTokens(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """Lets through only calls whose ``authorization`` metadata holds a token of ``callers``;
+    the others are answered ``UNAUTHENTICATED`` and counted in ``metrics.invalid_requests``
+    as the HTTP API counts its 401s, under the method's path and the status's name."""
+
+    callers: TokenFile
+    metrics: QuotaMetrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: UNIMPLEMENTED, as without tokens
+            return handler
+        metadata = handler_call_details.invocation_metadata or ()
+        authorization = next((v for k, v in metadata if k == "authorization"), None)
+        try:
+            self.callers.authenticate(authorization)
+        except Unauthenticated as problem:
+            method = handler_call_details.method
+            self.metrics.invalid_requests.labels(method, UNAUTHENTICATED).inc()
+            log.debug("gRPC %s refused: %s", method, problem)
+            return _refusal(
+                f"{problem} in the authorization metadata: send authorization: Bearer <token>"
+            )
+        return handler
+
+
+async def start_grpc_server(
+    servicer: RateLimitServicer, host: str, port: int, *, callers: TokenFile | None = None
+) -> grpc.aio.Server:
+    """Listen on ``host:port`` (gRPC over HTTP/2, no TLS) and start answering; with
+    ``callers``, only calls carrying one of their tokens."""
+    interceptors = None if callers is None else [CallerTokens(callers, servicer.service.metrics)]
+    server = grpc.aio.server(interceptors=interceptors)
     server.add_generic_rpc_handlers((rate_limit_handler(servicer),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

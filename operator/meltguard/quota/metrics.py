@@ -64,7 +64,8 @@ class QuotaMetrics:
         )
         self.invalid_requests = Counter(
             "meltguard_quota_invalid_requests",
-            "Requests refused before touching any counter, by endpoint and HTTP status.",
+            "Requests refused before touching any counter, by endpoint (HTTP route or gRPC method) "
+            "and status (HTTP code or gRPC status name).",
             ["endpoint", "status"],
             registry=self.registry,
         )

@@ -112,12 +112,15 @@ async def _watch_all(watchers: list[ConfigMapLimitsSource]) -> None:
             group.create_task(watcher.run(), name=f"configmaps-{watcher.namespace}")
 
 
-async def _start_grpc(service: QuotaService, options: ServerOptions) -> grpc.aio.Server | None:
-    """Envoy's rate limit API on ``--grpc-port``, unless that is 0."""
+async def _start_grpc(
+    service: QuotaService, options: ServerOptions, callers: TokenFile | None
+) -> grpc.aio.Server | None:
+    """Envoy's rate limit API on ``--grpc-port``, unless that is 0, behind ``callers``' tokens
+    when there are any."""
     if options.grpc_port == 0:
         return None
     servicer = RateLimitServicer(service, strict=options.strict)
-    server = await start_grpc_server(servicer, options.host, options.grpc_port)
+    server = await start_grpc_server(servicer, options.host, options.grpc_port, callers=callers)
     log.info("Envoy rate limit service (gRPC) on %s:%d", options.host, options.grpc_port)
     return server
 
@@ -197,12 +200,15 @@ async def serve(options: ServerOptions) -> None:
     limits_task = start_limits(options, registry, metrics)
     runner = await _start_http(service, options, callers)
     metrics_runner = await _start_metrics(service, options)
-    grpc_server = await _start_grpc(service, options)
+    grpc_server = await _start_grpc(service, options, callers)
     store_name = redacted_url(options.store_url)
     log.info("quota service on %s:%d, store %s", options.host, options.port, store_name)
     if callers is None:
+        grpc_too = f" (gRPC: {options.grpc_port})" if options.grpc_port else ""
         log.warning(
-            "no --auth-tokens: anyone reaching port %d may consume and refund", options.port
+            "no --auth-tokens: anyone reaching port %d%s may consume and refund",
+            options.port,
+            grpc_too,
         )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
