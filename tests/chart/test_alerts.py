@@ -6,6 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .helm import REPO_ROOT, Helm
@@ -19,6 +20,7 @@ REQUIRED_ALERTS = {
     "MeltguardTelemetryStale",
     "MeltguardOperatorDown",
     "MeltguardQuotaStoreErrors",
+    "MeltguardQuotaCallersUnauthenticated",
 }
 ALERT_TESTS = Path(__file__).with_name("alerts-test.yaml")
 RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
@@ -72,19 +74,31 @@ def test_promtool_unit_tests_pass(helm: Helm, promtool: str, tmp_path: Path) -> 
     assert "SUCCESS" in done.stdout
 
 
-def test_promtool_unit_tests_fail_on_a_changed_threshold(
-    helm: Helm, promtool: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("alert", "before", "after"),
+    [
+        ("MeltguardNoGPUCapacity", "> 0", "> 10"),
+        # counting every invalid request, 400s of known callers included
+        ("MeltguardQuotaCallersUnauthenticated", 'status=~"401|UNAUTHENTICATED"', 'status=~".+"'),
+        # gRPC refusals no longer counted
+        ("MeltguardQuotaCallersUnauthenticated", "UNAUTHENTICATED", "UNAUTHORIZED"),
+    ],
+    ids=["no-gpu-threshold", "callers-any-status", "callers-grpc-status"],
+)
+def test_promtool_unit_tests_fail_on_a_changed_rule(
+    helm: Helm, promtool: str, tmp_path: Path, alert: str, before: str, after: str
 ) -> None:
-    """The unit tests pin the rules: raising the NoGPUCapacity threshold breaks them."""
+    """The unit tests pin the rules: changing what an alert matches breaks them."""
     groups = rendered_rule_groups(helm)
     for rule in alert_rules(groups):
-        if rule["alert"] == "MeltguardNoGPUCapacity":
-            rule["expr"] = rule["expr"].replace("> 0", "> 10")
+        if rule["alert"] == alert:
+            assert before in rule["expr"], rule["expr"]
+            rule["expr"] = rule["expr"].replace(before, after)
     rules = tmp_path / "changed.yaml"
     rules.write_text(yaml.safe_dump(groups))
     done = run(promtool, "test", "rules", str(promtool_tests(rules, tmp_path)))
     assert done.returncode != 0
-    assert "MeltguardNoGPUCapacity" in done.stdout + done.stderr
+    assert alert in done.stdout + done.stderr
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:

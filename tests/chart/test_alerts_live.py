@@ -3,9 +3,10 @@
 promtool's unit tests (test_alerts.py) feed hand-written series; this test checks the rules
 against what the code really serves: the operator's metric families filled by the real
 ``decide()`` and ``OperatorMetrics.observe``, and a real ``meltguard quota-server`` with a
-tightened limit and an unreachable Redis. Prometheus scrapes both on 127.0.0.1 each second with
-the rules rendered from the chart (every ``for`` set to 0s), and the firing alerts are read
-from its API. Finally the operator endpoint stops and MeltguardOperatorDown must fire.
+tightened limit, an unreachable Redis and caller tokens, called over HTTP and gRPC with and
+without a token. Prometheus scrapes both on 127.0.0.1 each second with the rules rendered
+from the chart (every ``for`` set to 0s), and the firing alerts are read from its API.
+Finally the operator endpoint stops and MeltguardOperatorDown must fire.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
+import grpc
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
@@ -34,6 +36,7 @@ from meltguard.api.validation import parse_spec
 from meltguard.core.decide import decide
 from meltguard.core.observation import GpuSample, Observation
 from meltguard.k8s.metrics import OperatorMetrics
+from meltguard.quota.grpc_service import SHOULD_RATE_LIMIT, RateLimitRequest, rate_limit_client
 
 from .helm import NAMESPACE, Helm
 from .monitoring import rendered_rule_groups
@@ -48,6 +51,7 @@ ALERT_DURATIONS = (
     "telemetryStale",
     "operatorDown",
     "quotaStoreErrors",
+    "quotaCallersUnauthenticated",
 )
 #: Alerts (name, labels that identify them) that must fire while the operator is up...
 EXPECTED_WHILE_UP = [
@@ -57,6 +61,11 @@ EXPECTED_WHILE_UP = [
     ("MeltguardTelemetryStale", {"namespace": "batch", "policy": "captioner"}),
     ("MeltguardQuotasTightened", {"policy": "inference/imagegen", "tier": "free"}),
     ("MeltguardQuotaStoreErrors", {"namespace": NAMESPACE, "pod": "quota-server-0"}),
+    (
+        "MeltguardQuotaCallersUnauthenticated",
+        {"pod": "quota-server-0", "endpoint": SHOULD_RATE_LIMIT, "status": "UNAUTHENTICATED"},
+    ),
+    ("MeltguardQuotaCallersUnauthenticated", {"endpoint": "/v1/consume", "status": "401"}),
 ]
 #: ...and near misses that must not.
 QUIET_WHILE_UP = [
@@ -66,6 +75,7 @@ QUIET_WHILE_UP = [
     ("MeltguardTelemetryStale", {"policy": "imagegen"}),
     ("MeltguardQuotasTightened", {"tier": "plus"}),
     ("MeltguardOperatorDown", {}),
+    ("MeltguardQuotaCallersUnauthenticated", {"status": "400"}),  # a known caller's bad body
 ]
 QUOTAS = {
     "policy": "inference/imagegen",
@@ -78,6 +88,11 @@ QUOTAS = {
         {"name": "pro", "unlimited": True},
     ],
 }
+
+
+#: The one caller of the quota server's --auth-tokens file.
+GATEWAY_TOKEN = "token-of-the-live-gateway-01"
+CONSUME = {"policy": "inference/imagegen", "tier": "plus", "subject": "u1", "cost": 1}
 
 
 def free_port() -> int:
@@ -96,9 +111,12 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def http_json(url: str, body: dict[str, Any] | None = None) -> Any:
+def http_json(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.load(response)
@@ -166,19 +184,40 @@ def running(command: list[str], ready_url: str, log: Path) -> Iterator[None]:
             process.wait(timeout=10)
 
 
+@dataclass(frozen=True)
+class QuotaServerPorts:
+    http: int
+    grpc: int
+
+
 @pytest.fixture
-def quota_server(tmp_path: Path) -> Iterator[int]:
-    """`meltguard quota-server` with the tightened limits above and a Redis that is not there."""
+def quota_server(tmp_path: Path) -> Iterator[QuotaServerPorts]:
+    """`meltguard quota-server` with the tightened limits above, a Redis that is not there and
+    the gateway's token as its only caller (HTTP and gRPC)."""
     limits = tmp_path / "quotas.json"
     limits.write_text(json.dumps(QUOTAS))
-    port, dead_redis = free_port(), free_port()
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"gateway:{GATEWAY_TOKEN}\n")
+    ports, dead_redis = QuotaServerPorts(free_port(), free_port()), free_port()
     command = [
         sys.executable, "-m", "meltguard.cli", "quota-server", "--host", "127.0.0.1",
-        "--port", str(port), "--grpc-port", "0", "--limits", str(limits),
+        "--port", str(ports.http), "--grpc-port", str(ports.grpc), "--limits", str(limits),
         "--store", f"redis://127.0.0.1:{dead_redis}/0", "--on-store-error", "closed",
+        "--auth-tokens", str(tokens),
     ]  # fmt: skip
-    with running(command, f"http://127.0.0.1:{port}/healthz", tmp_path / "quota-server.log"):
-        yield port
+    with running(command, f"http://127.0.0.1:{ports.http}/healthz", tmp_path / "quota-server.log"):
+        yield ports
+
+
+def ask_without_token(channel: grpc.Channel) -> grpc.StatusCode:
+    """What the gRPC API answers a ShouldRateLimit call that carries no token, as an Envoy
+    without ``initial_metadata`` makes it."""
+    try:
+        rate_limit_client(channel)(RateLimitRequest(domain="imagegen"), timeout=5)
+    except grpc.RpcError as error:
+        code: grpc.StatusCode = error.code()
+        return code
+    return grpc.StatusCode.OK
 
 
 def healthy(url: str) -> bool:
@@ -248,7 +287,7 @@ def operator_endpoint() -> Iterator[OperatorEndpoint]:
 def prometheus(
     helm: Helm,
     prometheus_binary: str,
-    quota_server: int,
+    quota_server: QuotaServerPorts,
     operator_endpoint: OperatorEndpoint,
     tmp_path: Path,
 ) -> Iterator[str]:
@@ -256,7 +295,7 @@ def prometheus(
     settings = [f"alerts.{name}.for=0s" for name in ALERT_DURATIONS]
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(rendered_rule_groups(helm, settings)))
-    config = write_prometheus_config(tmp_path, rules, operator_endpoint.port, quota_server)
+    config = write_prometheus_config(tmp_path, rules, operator_endpoint.port, quota_server.http)
     web = free_port()
     command = [
         prometheus_binary,
@@ -270,18 +309,26 @@ def prometheus(
 
 
 def test_alerts_fire_on_what_the_components_really_serve(
-    prometheus: str, quota_server: int, operator_endpoint: OperatorEndpoint
+    prometheus: str, quota_server: QuotaServerPorts, operator_endpoint: OperatorEndpoint
 ) -> None:
-    def expected_alerts_with_store_errors_coming() -> bool:
-        # keep failing store calls coming, so that their rate stays above zero
-        body = {"policy": "inference/imagegen", "tier": "plus", "subject": "u1", "cost": 1}
-        http_json(f"http://127.0.0.1:{quota_server}/v1/consume", body)
+    consume = f"http://127.0.0.1:{quota_server.http}/v1/consume"
+    grpc_answers: list[grpc.StatusCode] = []
+
+    def expected_alerts_with_failing_calls_coming() -> bool:
+        # keep refused calls coming, so that their rates stay above zero: the gateway's
+        # (store errors), a bad body of the gateway (400), no token over HTTP and over gRPC
+        http_json(consume, CONSUME, token=GATEWAY_TOKEN)
+        http_json(consume, {"policy": "inference/imagegen"}, token=GATEWAY_TOKEN)
+        http_json(consume, CONSUME)
+        grpc_answers.append(ask_without_token(channel))
         alerts = firing(prometheus)
         return all(fires(alerts, name, labels) for name, labels in EXPECTED_WHILE_UP)
 
-    wait_for(expected_alerts_with_store_errors_coming, "the alerts of a melting fleet", 45)
+    with grpc.insecure_channel(f"127.0.0.1:{quota_server.grpc}") as channel:
+        wait_for(expected_alerts_with_failing_calls_coming, "every alert expected while up", 45)
     alerts = firing(prometheus)
     assert [(name, lbl) for name, lbl in QUIET_WHILE_UP if fires(alerts, name, lbl)] == []
+    assert grpc_answers[-1] == grpc.StatusCode.UNAUTHENTICATED
 
     operator_endpoint.stop()
     wait_for(
