@@ -7,9 +7,9 @@ user runs it. Printed next to them, measured in the same run:
 
 * the default run with ``--jobs 1`` (every strategy in one process) and a process that only
   starts Python and imports the simulator (the fixed cost);
-* the CPU time the suite's processes used, over two: the wall time two free cores would take.
-  On a machine shared with other work the wall time is longer than that, which the load
-  average printed first hints at.
+* the CPU time each command's processes used (for the suite, over two: the wall time two free
+  cores would take). On a machine shared with other work the wall time is longer than that,
+  which the load average printed first hints at; CPU times compare better across runs then.
 
     python bench/simulate.py [--repeat 3] [--suite-repeat 1] [--seeds 5]
 """
@@ -55,13 +55,16 @@ def main() -> None:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"meltguard simulate: {os.cpu_count()} CPUs, load average {load},"
           f" Python {sys.version.split()[0]}")
-    default, _ = median_wall(simulate, args.repeat)
-    one_process, _ = median_wall([*simulate, "--jobs", "1"], args.repeat)
-    fixed, _ = median_wall(imports, args.repeat)
+    default, default_cpu = median_wall(simulate, args.repeat)
+    one_process, one_process_cpu = median_wall([*simulate, "--jobs", "1"], args.repeat)
+    fixed, fixed_cpu = median_wall(imports, args.repeat)
     print(f"default run (ghibli-surge), median of {args.repeat}:")
-    print(f"  default (strategies in parallel): {default:6.2f} s   target <= 5 s")
-    print(f"  baseline --jobs 1 (one process):  {one_process:6.2f} s")
-    print(f"  baseline start + imports only:    {fixed:6.2f} s")
+    print(f"  default (strategies in parallel): {default:6.2f} s   target <= 5 s"
+          f"   CPU {default_cpu:6.2f} s")
+    print(f"  baseline --jobs 1 (one process):  {one_process:6.2f} s"
+          f"                  CPU {one_process_cpu:6.2f} s")
+    print(f"  baseline start + imports only:    {fixed:6.2f} s"
+          f"                  CPU {fixed_cpu:6.2f} s")
     suite, suite_cpu = median_wall([*simulate, "--suite", "--seeds", str(args.seeds)],
                                    args.suite_repeat)
     print(f"suite, {args.seeds} seeds each, median of {args.suite_repeat}:")

@@ -133,27 +133,61 @@ def predicted_admitted(tier: TierDemand, limit: float | None, *, in_force: float
     come. Under a fractional ``in_force`` the entry past its whole part is measured too:
     every subject that reached it was counted, whether admitted or refused.
     """
-    if limit is None or in_force is None or baseline is None:
-        return tier.attempts_per_second
-    spread = Spread.of(tier.reaching, math.ceil(in_force), baseline)
-    if in_force > 0 and spread.images(in_force) > 0:
-        return tier.admitted_per_second * spread.images(limit) / spread.images(in_force)
-    attempted = sum(tier.reaching)
-    if attempted <= 0:
-        return tier.attempts_per_second * min(1.0, limit)
-    return tier.attempts_per_second * min(1.0, spread.images(limit) / attempted)
+    return _TierPrediction.of(tier, in_force=in_force, baseline=baseline).admitted(limit)
 
 
-def _load(tiers: Sequence[TierSpec], demand: DemandSignal,
-          limits: Sequence[int | float | None], in_force: Mapping[str, int | float | None]
-          ) -> float:
-    total = 0.0
-    for tier, limit in zip(tiers, limits, strict=True):
-        seen = demand.tier(tier.name)
-        if seen is not None:
-            total += predicted_admitted(seen, limit, in_force=in_force.get(tier.name),
-                                        baseline=tier.limit)
-    return total
+@dataclass(frozen=True, slots=True)
+class _TierPrediction:
+    """:func:`predicted_admitted` of one tier at any limit, with what the limit does not
+    change (the spread, the images under the limit in force) worked out once."""
+
+    tier: TierDemand
+    #: the spread, None when the tier is unlimited now or has no baseline
+    spread: Spread | None
+    #: images under the limit in force (0 under a limit of 0)
+    images_in_force: float
+
+    @classmethod
+    def of(cls, tier: TierDemand, *, in_force: float | None, baseline: int | None
+           ) -> _TierPrediction:
+        if in_force is None or baseline is None:
+            return cls(tier, None, 0.0)
+        spread = Spread.of(tier.reaching, math.ceil(in_force), baseline)
+        images_in_force = spread.images(in_force) if in_force > 0 else 0.0
+        return cls(tier, spread, images_in_force)
+
+    def admitted(self, limit: float | None) -> float:
+        """Images per second admitted at ``limit`` (None: no limit)."""
+        tier, spread = self.tier, self.spread
+        if limit is None or spread is None:
+            return tier.attempts_per_second
+        if self.images_in_force > 0:
+            return tier.admitted_per_second * spread.images(limit) / self.images_in_force
+        attempted = sum(tier.reaching)
+        if attempted <= 0:
+            return tier.attempts_per_second * min(1.0, limit)
+        return tier.attempts_per_second * min(1.0, spread.images(limit) / attempted)
+
+
+class _LoadModel:
+    """The load admitted over every tier at any limits, for one demand signal and the limits
+    in force (water-filling asks for it at many limits)."""
+
+    def __init__(self, tiers: Sequence[TierSpec], demand: DemandSignal,
+                 in_force: Mapping[str, int | float | None]) -> None:
+        self._tiers: list[_TierPrediction | None] = []
+        for tier in tiers:
+            seen = demand.tier(tier.name)
+            self._tiers.append(None if seen is None else _TierPrediction.of(
+                seen, in_force=in_force.get(tier.name), baseline=tier.limit))
+
+    def load(self, limits: Sequence[int | float | None]) -> float:
+        """Images per second admitted at ``limits`` (tier order; None: no limit)."""
+        total = 0.0
+        for prediction, limit in zip(self._tiers, limits, strict=True):
+            if prediction is not None:
+                total += prediction.admitted(limit)
+        return total
 
 
 #: Limits in force by tier name (whole numbers, or with two decimals).
@@ -184,12 +218,12 @@ def water_fill(tiers: Sequence[TierSpec], demand: DemandSignal, budget: float, *
     (the load is linear between two whole limits), rounded down to two decimals. More demand
     or less budget never gives a higher limit.
     """
-    current = _every_limit(tiers, in_force)
+    model = _LoadModel(tiers, demand, _every_limit(tiers, in_force))
     limits: list[int | float | None] = [tier.limit for tier in tiers]
 
     def load_at(index: int, limit: int) -> float:
         limits[index] = limit
-        return _load(tiers, demand, limits, current)
+        return model.load(limits)
 
     for index, tier in enumerate(tiers):
         if tier.limit is None:
@@ -223,8 +257,10 @@ def worth_changing(tiers: Sequence[TierSpec], demand: DemandSignal, targets: Lim
            if tier.name in wanted and wanted[tier.name] != current[tier.name]):
         return True
 
+    model = _LoadModel(tiers, demand, current)
+
     def load(limits: Mapping[str, int | float | None]) -> float:
-        return _load(tiers, demand, [limits.get(tier.name) for tier in tiers], current)
+        return model.load([limits.get(tier.name) for tier in tiers])
 
     return abs(load(wanted) - load(current)) >= MIN_MOVE_SHARE * budget
 

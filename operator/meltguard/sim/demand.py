@@ -198,10 +198,14 @@ class UserPopulation:
         self._below_baseline = layout.images_made < layout.baselines[layout.tier_of_bucket]
         self._below_baseline[layout.held] = True
         self._moves_from, self._moves_to = _bucket_moves(tiers, layout.sizes)
-        self._ask, self._keep_going, self._retry = (
+        self._ask, keep_going, retry = (
             np.array(values)[layout.tier_of_bucket]
             for values in _behaviour(scenario, tiers, step)
         )
+        #: per bucket, the chance to want another image after one, then (a second copy of the
+        #: buckets) the chance to ask again after a refusal: both are drawn in one call
+        self._keep_going_then_retry = np.concatenate((keep_going, retry))
+        self._give_up = 1 - retry
         self._windows = [(int(first), size, tier.window_seconds)
                          for first, size, tier in zip(self._starts, layout.sizes, tiers,
                                                       strict=True)]
@@ -226,9 +230,13 @@ class UserPopulation:
         shed = np.where(self._below_baseline, refused, 0)
         self._active -= asking
         self._count_attempts(admitted, refused)
-        wanting_more = self._rng.binomial(admitted, self._keep_going)
+        # one call draws the same numbers as one for the admitted, then one for the refused
+        next_moves = self._rng.binomial(np.concatenate((admitted, refused)),
+                                        self._keep_going_then_retry)
+        buckets = len(admitted)
+        wanting_more, retrying = next_moves[:buckets], next_moves[buckets:]
         self._active[self._moves_to] += wanting_more[self._moves_from]
-        self._active += self._hold(self._rng.binomial(refused, self._retry))
+        self._active += self._hold(retrying)
         self._step_index += 1
         outcome = QuotaOutcome(
             admitted=np.add.reduceat(admitted, self._starts),
@@ -268,8 +276,9 @@ class UserPopulation:
         image in the held bucket (the quota service's answer stands for the window), the
         others where they were."""
         admission = self._in_force
-        retrying[admission.held_of_lucky] += retrying[admission.lucky]
-        retrying[admission.lucky] = 0
+        if admission.lucky.size:
+            retrying[admission.held_of_lucky] += retrying[admission.lucky]
+            retrying[admission.lucky] = 0
         return retrying
 
     def _count_attempts(self, admitted: IntArray, refused: IntArray) -> None:
@@ -283,7 +292,7 @@ class UserPopulation:
         refused = refused.copy()
         refused[self._in_force.level] += refused[self._layout.held]
         refused[self._layout.held] = 0
-        giving_up = np.rint(refused * (1 - self._retry)).astype(np.int64)
+        giving_up = np.rint(refused * self._give_up).astype(np.int64)
         self._attempted += giving_up
         self._attempted[self._moves_to] += (refused - giving_up)[self._moves_from]
 
@@ -304,7 +313,7 @@ class UserPopulation:
         for index, (name, spread) in enumerate(zip(self._tier_names, self._layout.spreads,
                                                    strict=True)):
             reaching = (() if spread is None else
-                        tuple(int(n) for n in np.minimum.accumulate(self._attempted[spread])))
+                        tuple(np.minimum.accumulate(self._attempted[spread]).tolist()))
             admitted, refused = counts.admitted[index], counts.refused[index]
             tiers.append(TierDemand(
                 tier=name,

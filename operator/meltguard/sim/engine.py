@@ -138,38 +138,47 @@ class _Recorder:
             quota_changes=np.zeros(tiers, dtype=np.int64),
         )
         self._tiers = inputs.tiers
-        self._baseline = limits_array(inputs.tiers, {})
+        self._baseline = self.limits = limits_array(inputs.tiers, {})
+        self._out_of_order_from = self._first_shed_out_of_order(self.limits)
         self._step = inputs.scenario.timing.physics_step_seconds
         self._tick = _TickSums()
 
-    def step(self, index: int, limits: FloatArray, quota: QuotaOutcome, outcome: StepOutcome,
+    def set_limits(self, limits: FloatArray) -> None:
+        """Put ``limits`` in force (at a control tick; a step follows every tick)."""
+        previous, self.limits = self.limits, limits
+        if limits.tolist() == previous.tolist():
+            return
+        run = self.run
+        run.quota_changes += previous != limits
+        if run.kept_baseline_limits and not np.array_equal(limits, self._baseline):
+            run.kept_baseline_limits = False
+        self._out_of_order_from = self._first_shed_out_of_order(limits)
+
+    def step(self, index: int, quota: QuotaOutcome, outcome: StepOutcome,
              melting_gpus: int) -> None:
         run = self.run
         run.served += outcome.served
         run.refused += quota.refused
         run.shed += quota.shed
         run.failed += outcome.failed
-        run.out_of_order_sheds += self._out_of_order(limits, quota.shed)
+        run.out_of_order_sheds += sum(quota.shed.tolist()[self._out_of_order_from:])
         run.melting_gpu_minutes += melting_gpus * self._step / 60
-        if run.kept_baseline_limits and not np.array_equal(limits, self._baseline):
-            run.kept_baseline_limits = False
-        admitted, refused = int(quota.admitted.sum()), int(quota.refused.sum())
+        # whole requests: any order sums them exactly
+        admitted, refused = sum(quota.admitted.tolist()), sum(quota.refused.tolist())
         run.admitted[index] = admitted
         self._tick.add(admitted + refused, float(outcome.served.sum()), refused,
                        float(outcome.failed.sum()))
 
-    def _out_of_order(self, limits: FloatArray, shed: IntArray) -> int:
-        count = 0
-        earlier_above_floor = False
+    def _first_shed_out_of_order(self, limits: FloatArray) -> int:
+        """The first tier whose sheds break the shed order under ``limits``: the one after
+        the first tier above its floor (the tiers after it too)."""
         for index, tier in enumerate(self._tiers):
-            if earlier_above_floor:
-                count += int(shed[index])
             if not tier.unlimited and limits[index] > tier.floor:
-                earlier_above_floor = True
-        return count
+                return index + 1
+        return len(self._tiers)
 
-    def tick(self, now: float, fleet: SimulatedFleet, control: Control, limits: FloatArray
-             ) -> None:
+    def tick(self, now: float, fleet: SimulatedFleet, control: Control) -> None:
+        limits = self.limits
         series = self.run.series
         seconds = self._tick.steps * self._step or 1
         series["hour"].append(round((now - SIMULATION_START) / 3600, 4))
@@ -239,24 +248,22 @@ def run_strategy(inputs: SharedInputs, strategy: Strategy, progress: Progress | 
     fleet = warm_fleet(inputs)
     recorder = _Recorder(inputs, strategy.name)
     control = Control(fleet.desired, {t.name: t.limit for t in inputs.tiers})
-    limits = limits_array(inputs.tiers, control.limits)
     gpu_seconds = 0.0
     for index, arrivals in enumerate(inputs.arrivals):
         now = SIMULATION_START + index * step
         if index % steps_per_tick == 0:
             if index:
-                recorder.tick(now, fleet, control, limits)
+                recorder.tick(now, fleet, control)
                 if progress:
                     progress(steps_per_tick)
             control = strategy.control(now, fleet, population.demand_signal(now))
             fleet.scale_to(control.replicas, now)
-            previous, limits = limits, limits_array(inputs.tiers, control.limits)
-            recorder.run.quota_changes += previous != limits
-        quota = population.step(arrivals, limits)
+            recorder.set_limits(limits_array(inputs.tiers, control.limits))
+        quota = population.step(arrivals, recorder.limits)
         outcome = fleet.step(now, quota.admitted)
         gpu_seconds += fleet.allocated_gpus * step
-        recorder.step(index, limits, quota, outcome, fleet.melting_gpus)
-    recorder.tick(SIMULATION_START + len(inputs.arrivals) * step, fleet, control, limits)
+        recorder.step(index, quota, outcome, fleet.melting_gpus)
+    recorder.tick(SIMULATION_START + len(inputs.arrivals) * step, fleet, control)
     if progress:
         progress(steps_per_tick)
     return recorder.finish(fleet, gpu_seconds)

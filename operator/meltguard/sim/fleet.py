@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
 from itertools import repeat
 
 import numpy as np
@@ -36,6 +35,7 @@ from meltguard.sim.scenario import Fleet as FleetSpec
 from meltguard.sim.thermal import CoolingPlan
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
 GIB = float(1 << 30)
 THERMALLY_THROTTLED = frozenset({"sw_thermal"})
 POWER_CAPPED = frozenset({"sw_power_cap"})
@@ -44,7 +44,6 @@ NOT_THROTTLED: frozenset[str] = frozenset()
 #: the cap holds whenever kernels run, and a reading then more likely lands in one than not.
 POWER_CAP_SEEN_FROM_UTILIZATION = 0.5
 
-_new_sample = partial(tuple.__new__, GpuSample)
 #: throttle reasons of a sample by code: 0 none, 1 power cap, 2 thermal slowdown
 _REASONS_BY_CODE = np.array([NOT_THROTTLED, POWER_CAPPED, THERMALLY_THROTTLED], dtype=object)
 
@@ -117,7 +116,7 @@ class SimulatedFleet:
     @property
     def allocated_gpus(self) -> int:
         """GPUs held by replicas (loading or serving)."""
-        return int(self._allocated.sum())
+        return len(self.replicas) * self.spec.gpus_per_replica
 
     @property
     def serving_gpus(self) -> int:
@@ -167,8 +166,9 @@ class SimulatedFleet:
         self.throttled[replica.gpus] = False
         dropped = self.queues.drop(replica.gpus)
         self._dropped = dropped if self._dropped is None else self._dropped + dropped
-        held = np.flatnonzero(self._allocated)
-        self._span = int(held[-1]) + 1 if held.size else 0
+        if max(replica.gpus) + 1 == self._span:  # it held the last GPU held: the span shrinks
+            held = np.flatnonzero(self._allocated[:self._span])
+            self._span = int(held[-1]) + 1 if held.size else 0
 
     # -- physics ----------------------------------------------------------------------
 
@@ -215,19 +215,19 @@ class SimulatedFleet:
         clocks (work share while busy), or None when every GPU runs at full clocks."""
         span = len(capacity)
         throttled = self.throttled[:span]
-        limited = self._max_work < 1
-        if not limited.any():
+        if np.minimum.reduce(self._max_work, initial=1.0) >= 1.0:  # every GPU at full clocks
             throttled[:] = False
             return None
         np.greater(self.queues.wanted(span), capacity, out=throttled)
-        throttled &= limited
+        throttled &= self._max_work < 1
         clocks: FloatArray = np.where(throttled, self._max_work, 1.0)
         return clocks
 
     def _count_melting(self, now: float) -> None:
-        slowdown = self._plan.at(now).slowdown_celsius
-        hot = self.throttled | (self.temperature >= slowdown)
-        self.melting_gpus = int(np.count_nonzero(hot & self._allocated))
+        span = self._span  # GPUs past it are held by no replica
+        slowdown = self._plan.at(now).slowdown_celsius[:span]
+        hot = self.throttled[:span] | (self.temperature[:span] >= slowdown)
+        self.melting_gpus = int(np.count_nonzero(hot & self._allocated[:span]))
 
     @property
     def watts(self) -> FloatArray:
@@ -243,17 +243,23 @@ class SimulatedFleet:
 
     def mean_utilization(self) -> float:
         """Mean utilization over the allocated GPUs, as the exporter would report them."""
-        span = self._span
-        allocated = int(np.count_nonzero(self._allocated[:span]))
+        allocated = self.allocated_gpus
         if not allocated:
             return 0.0
         # GPUs not held have utilization 0: the sum over the span is the sum over those held
-        return float(self.utilization[:span].sum()) / allocated
+        return float(self.utilization[:self._span].sum()) / allocated
 
     def allocated_temperatures(self) -> FloatArray:
         """Temperatures of the GPUs held by replicas."""
+        return self.temperature[self._held()]
+
+    def _held(self) -> slice | IntArray:
+        """The GPUs held by replicas, in order: a slice when they are the first ones (most
+        ticks: replicas take the lowest free GPUs), else their indices."""
         span = self._span
-        return self.temperature[:span][self._allocated[:span]]
+        if self.allocated_gpus == span:
+            return slice(0, span)
+        return np.flatnonzero(self._allocated[:span])
 
     def samples(self, now: float, namespace: str) -> tuple[GpuSample, ...]:
         """One NVML-like reading per allocated GPU, attributed to its pod.
@@ -262,24 +268,24 @@ class SimulatedFleet:
         """
         spec = self.spec
         constants = self._plan.at(now)
-        indices = np.flatnonzero(self._allocated)
-        utilization = np.round(self.utilization[indices] * 100) / 100
+        held = self._held()
+        utilization = np.round(self.utilization[held] * 100) / 100
         memory = (spec.model_memory_gib + spec.busy_memory_gib * utilization) * GIB
-        reasons = np.where(self.throttled[indices], 2,
+        reasons = np.where(self.throttled[held], 2,
                            utilization >= POWER_CAP_SEEN_FROM_UTILIZATION)
         columns: dict[str, Iterable[object]] = {
-            "uuid": self._uuids[indices].tolist(),
+            "uuid": self._uuids[held].tolist(),
             "utilization": utilization.tolist(),
-            "temperature_celsius": np.round(self.temperature[indices]).tolist(),
+            "temperature_celsius": np.round(self.temperature[held]).tolist(),
             "memory_used_bytes": memory.tolist(),
             "memory_total_bytes": repeat(spec.memory_total_gib * GIB),
             "sampled_at": repeat(now),
-            "node": self._nodes[indices].tolist(),
+            "node": self._nodes[held].tolist(),
             "namespace": repeat(namespace),
-            "pod": self._pods[indices].tolist(),
-            "slowdown_temperature_celsius": constants.slowdown_celsius[indices].tolist(),
-            "power_watts": self.watts[indices].tolist(),
-            "power_limit_watts": constants.power_limit_watts[indices].tolist(),
+            "pod": self._pods[held].tolist(),
+            "slowdown_temperature_celsius": constants.slowdown_celsius[held].tolist(),
+            "power_watts": self.watts[held].tolist(),
+            "power_limit_watts": constants.power_limit_watts[held].tolist(),
             "throttle_reasons": _REASONS_BY_CODE[reasons].tolist(),
         }
         return _samples(columns)
@@ -294,4 +300,5 @@ def _samples(columns: dict[str, Iterable[object]]) -> tuple[GpuSample, ...]:
     defaults = GpuSample._field_defaults
     ordered = [columns[name] if name in columns else repeat(defaults[name])
                for name in GpuSample._fields]
-    return tuple(map(_new_sample, zip(*ordered, strict=False)))  # the defaults repeat
+    return tuple(map(tuple.__new__, repeat(GpuSample),
+                     zip(*ordered, strict=False)))  # the defaults repeat

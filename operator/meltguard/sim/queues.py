@@ -60,7 +60,7 @@ class GpuQueues:
         span = len(serving)
         self.backlog[:-1, :span] = self.backlog[1:, :span]
         self._mix[:-1] = self._mix[1:]
-        total = float(admitted.sum())
+        total = float(sum(admitted.tolist()))  # whole requests: any order sums them exactly
         servers = int(np.count_nonzero(serving))
         if total > 0 and servers > 0:
             self.backlog[-1, :span] = serving * (total / servers)
@@ -106,8 +106,11 @@ class GpuQueues:
         served = newest.copy()
         newest[:] = 0.0
         total = float(served.sum())
-        self.answered_within_slo += float(
-            served.sum(where=np.less(making_seconds, self._slo)))
+        if isinstance(making_seconds, np.ndarray):
+            self.answered_within_slo += float(
+                served.sum(where=np.less(making_seconds, self._slo)))
+        elif making_seconds < self._slo:  # one speed for all: all within the SLO, or none
+            self.answered_within_slo += total
         return served, total * self._mix[-1]
 
     def expire(self, span: int) -> FloatArray:

@@ -203,6 +203,8 @@ class CoolingPlan:
         ]
         self._constants: dict[tuple[bool, ...], ThermalConstants] = {}
         self._steps: dict[tuple[tuple[bool, ...], float], ThermalStep] = {}
+        # the last moment asked about and its failures under way: a step asks several times
+        self._asked: tuple[float, tuple[bool, ...]] = (math.nan, ())
 
     @classmethod
     def of_scenario(cls, scenario: Scenario, *, seed: int, start: float) -> CoolingPlan:
@@ -213,9 +215,13 @@ class CoolingPlan:
 
     def active(self, now: float) -> tuple[bool, ...]:
         """Which cooling failures are under way at clock time ``now``."""
-        since_start = now - self.start
-        return tuple(failure.start_seconds <= since_start < failure.end_seconds
-                     for failure in self._failures)
+        asked_at, under_way = self._asked
+        if now != asked_at:
+            since_start = now - self.start
+            under_way = tuple(failure.start_seconds <= since_start < failure.end_seconds
+                              for failure in self._failures)
+            self._asked = (now, under_way)
+        return under_way
 
     def at(self, now: float) -> ThermalConstants:
         """The per-GPU constants in force at clock time ``now`` (later failures win)."""
