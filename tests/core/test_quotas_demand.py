@@ -151,6 +151,23 @@ def test_the_budget_is_for_the_gpus_the_target_can_reach_and_heat_cuts_it() -> N
     assert hot.overheated and hot.budget == pytest.approx(4.0 * SPEC.quotas.tighten.factor)
 
 
+@pytest.mark.parametrize(("reasons", "overheated"), [
+    (frozenset({"sw_thermal"}), True),  # a melt reason, under the melt temperature
+    (frozenset({"hw_power_brake"}), True),
+    (frozenset({"sw_power_cap"}), False),  # at the power cap: normal under full load
+    (frozenset(), False),
+])
+def test_a_gpu_throttled_for_a_melt_reason_counts_as_overheated_whatever_its_temperature(
+        reasons: frozenset[str], overheated: bool) -> None:
+    # samples carry the exporter's labels; spec.melt.throttleReasons NVML's names
+    room = headroom(SPEC, fleet(8, 8, util=1.0, temp=70.0, reasons=reasons), demand(4.0),
+                    utilization=1.0, gpus=8, reachable_gpus=64, steady=False, learnt=0.5,
+                    heat=None, cooling=False, now=NOW)
+    assert room.overheated is overheated
+    assert room.budget == pytest.approx(4.0 * SPEC.quotas.tighten.factor if overheated
+                                        else 0.5 * 64 * FILL)
+
+
 def test_decide_cuts_free_in_one_step_from_the_demand_and_learns_the_rate() -> None:
     spec = make_spec(maxReplicas=8)
     state = ControllerState()

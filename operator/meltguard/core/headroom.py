@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from meltguard.api.models import PolicySpec
 from meltguard.core.demand import DemandSignal, admitted_total
 from meltguard.core.observation import Observation
+from meltguard.core.thermal import melt_throttle_labels
 
 #: Below this utilization one tick's figures are too small to learn a GPU's rate from.
 LEARN_FROM = 0.2
@@ -83,7 +84,7 @@ def fill_level(spec: PolicySpec) -> float:
 def overheated(spec: PolicySpec, observation: Observation) -> bool:
     """Whether some GPU is at the melt temperature or throttled for one of the melt reasons."""
     melt = spec.melt
-    reasons = frozenset(melt.throttle_reasons)
+    reasons = melt_throttle_labels(melt)
     return any(sample.up and (sample.temperature_celsius >= melt.temperature_celsius
                               or sample.throttle_reasons & reasons)
                for sample in observation.samples)

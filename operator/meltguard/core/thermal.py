@@ -26,6 +26,12 @@ from meltguard.api.vocabulary import THROTTLE_LABEL_OF_NAME, Phase
 from meltguard.core.observation import Observation
 
 
+def melt_throttle_labels(melt: MeltSpec) -> frozenset[str]:
+    """``melt.throttleReasons`` (NVML's names, as the spec gives them) as the exporter labels
+    that samples carry."""
+    return frozenset(THROTTLE_LABEL_OF_NAME[reason] for reason in melt.throttle_reasons)
+
+
 @dataclass(frozen=True, slots=True)
 class FleetThermal:
     """The thermal picture of the target's GPUs on one tick, and the memory to keep."""
@@ -65,9 +71,7 @@ class _Thresholds:
             hot_temperature=melt.temperature_celsius,
             hot_utilization=melt.utilization_percent / 100,
             hot_memory=melt.memory_percent / 100,
-            throttle_reasons=frozenset(
-                THROTTLE_LABEL_OF_NAME[reason] for reason in melt.throttle_reasons
-            ),
+            throttle_reasons=melt_throttle_labels(melt),
             sustain=melt.sustain_seconds,
             cool_temperature=melt.cool.temperature_celsius,
             cool_utilization=melt.cool.utilization_percent / 100,
