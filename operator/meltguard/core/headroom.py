@@ -83,16 +83,21 @@ def fill_level(spec: PolicySpec) -> float:
 
 def overheated(spec: PolicySpec, observation: Observation) -> bool:
     """Whether some GPU is at the melt temperature or throttled for one of the melt reasons."""
-    melt = spec.melt
-    reasons = melt_throttle_labels(melt)
-    return any(sample.up and (sample.temperature_celsius >= melt.temperature_celsius
-                              or sample.throttle_reasons & reasons)
-               for sample in observation.samples)
+    # plain loops: the simulator asks this of 1,000 GPUs every tick
+    melt_temperature, reasons = spec.melt.temperature_celsius, melt_throttle_labels(spec.melt)
+    for sample in observation.samples:
+        if sample.up and (sample.temperature_celsius >= melt_temperature
+                          or not reasons.isdisjoint(sample.throttle_reasons)):
+            return True
+    return False
 
 
 def _hottest(observation: Observation) -> float:
-    return max((sample.temperature_celsius for sample in observation.samples if sample.up),
-               default=0.0)
+    hottest = 0.0  # also when no GPU is up; only compared with the cool temperature
+    for sample in observation.samples:
+        if sample.up and sample.temperature_celsius > hottest:
+            hottest = sample.temperature_celsius
+    return hottest
 
 
 def learn_rate(previous: float | None, *, admitted_per_second: float, utilization: float,
