@@ -15,6 +15,7 @@ from typing import Any
 import lightkube
 import pytest
 from lightkube.resources.core_v1 import ConfigMap, Event
+from lightkube.types import PatchType
 
 from meltguard.k8s.client import Policy
 from tests.k8s.harness import policy
@@ -79,6 +80,14 @@ def hand_edited(document: dict[str, Any]) -> str:
     return json.dumps({**document, "tiers": tiers, "updated": "2020-01-01T00:00:00Z"})
 
 
+def patched(cluster: Cluster, patch: dict[str, Any]) -> dict[str, Any]:
+    """The quota ConfigMap as the API server answered a merge ``patch`` of it (read back
+    later, it may already be put back)."""
+    answer = cluster.admin.patch(ConfigMap, QUOTAS, patch, namespace=NS,
+                                 patch_type=PatchType.MERGE)
+    return dict(answer.to_dict())
+
+
 def restored(cluster: Cluster, published: dict[str, Any], message: str) -> float:
     """Seconds until the ConfigMap says ``published`` again, labelled, and the Event with
     ``message`` was posted."""
@@ -108,10 +117,10 @@ def test_the_quota_configmap_is_put_back_after_an_edit_a_deletion_and_a_lost_lab
             published = limits(stored(cluster))
             assert published is not None
 
-            cluster.patch(ConfigMap, QUOTAS, {
+            edited = patched(cluster, {
                 "metadata": {"annotations": {"example.com/note": "raised by hand"}},
-                "data": {"quotas.json": hand_edited(published)}}, NS)
-            assert limits(stored(cluster)) != published
+                "data": {"quotas.json": hand_edited(published)}})
+            assert limits(edited) != published
             took = restored(cluster, published, "was edited by someone else")
             print(f"hand edit undone after {took:.2f} s")
             annotations = (stored(cluster) or {})["metadata"].get("annotations") or {}
@@ -121,8 +130,7 @@ def test_the_quota_configmap_is_put_back_after_an_edit_a_deletion_and_a_lost_lab
             took = restored(cluster, published, "was deleted by someone else")
             print(f"deleted ConfigMap recreated after {took:.2f} s")
 
-            cluster.patch(ConfigMap, QUOTAS, {"metadata": {"labels": {LABEL: None}}}, NS)
-            assert not labelled(stored(cluster))
+            assert not labelled(patched(cluster, {"metadata": {"labels": {LABEL: None}}}))
             took = restored(cluster, published, f"lost its label {LABEL}=true")
             print(f"removed label put back after {took:.2f} s")
 
