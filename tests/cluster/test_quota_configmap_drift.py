@@ -17,6 +17,7 @@ import pytest
 from lightkube.resources.core_v1 import ConfigMap, Event
 from lightkube.types import PatchType
 
+from meltguard.api.quotas import QUOTAS_LABEL, carries_quotas_label
 from meltguard.k8s.client import Policy
 from tests.k8s.harness import policy
 
@@ -35,7 +36,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 NS = "drift"
 QUOTAS = "imagegen-quotas"
-LABEL = "meltguard.io/quotas"
 #: The policy ticks every second (the harness's policy): a change is put back at the first
 #: tick after the watch shows it; the rest is room for a loaded machine.
 RESTORED_WITHIN_SECONDS = 15.0
@@ -58,11 +58,6 @@ def limits(configmap: dict[str, Any] | None) -> dict[str, Any] | None:
     document = json.loads((configmap.get("data") or {}).get("quotas.json") or "{}")
     document.pop("updated", None)
     return dict(document)
-
-
-def labelled(configmap: dict[str, Any] | None) -> bool:
-    labels = ((configmap or {}).get("metadata") or {}).get("labels") or {}
-    return labels.get(LABEL) == "true"
 
 
 def restore_messages(cluster: Cluster) -> list[str]:
@@ -92,7 +87,8 @@ def restored(cluster: Cluster, published: dict[str, Any], message: str) -> float
     """Seconds until the ConfigMap says ``published`` again, labelled, and the Event with
     ``message`` was posted."""
     started = time.monotonic()
-    eventually(lambda: labelled(now := stored(cluster)) and limits(now) == published,
+    eventually(lambda: carries_quotas_label(now := stored(cluster) or {})
+               and limits(now) == published,
                timeout=RESTORED_WITHIN_SECONDS, every=0.05, what=f"the ConfigMap {message}")
     took = time.monotonic() - started
     eventually(lambda: any(message in text for text in restore_messages(cluster)),
@@ -130,8 +126,9 @@ def test_the_quota_configmap_is_put_back_after_an_edit_a_deletion_and_a_lost_lab
             took = restored(cluster, published, "was deleted by someone else")
             print(f"deleted ConfigMap recreated after {took:.2f} s")
 
-            assert not labelled(patched(cluster, {"metadata": {"labels": {LABEL: None}}}))
-            took = restored(cluster, published, f"lost its label {LABEL}=true")
+            unlabelled = patched(cluster, {"metadata": {"labels": {QUOTAS_LABEL: None}}})
+            assert not carries_quotas_label(unlabelled)
+            took = restored(cluster, published, f"lost its label {QUOTAS_LABEL}=true")
             print(f"removed label put back after {took:.2f} s")
 
             messages = restore_messages(cluster)
