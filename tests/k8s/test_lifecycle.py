@@ -93,7 +93,9 @@ async def test_kopf_state_lives_under_meltguard_io_and_deletion_is_clean(api: Ap
         assert meta["finalizers"] == ["meltguard.io/finalizer"]
         assert "meltguard.io/last-handled-configuration" in meta["annotations"]
         assert not any(key.startswith("kopf.zalando.org") for key in meta["annotations"])
-        assert 'policy="imagegen"' in generate_latest(operator.metrics.registry).decode()
+        # the tick updates its metrics after the status write the condition came with
+        await eventually(lambda: 'policy="imagegen"' in generate_latest(
+            operator.metrics.registry).decode(), what="the policy's series exported")
         api.delete_object(POLICIES, NS, "imagegen")
         await eventually(lambda: api.stored(POLICIES, NS, "imagegen") is None,
                          what="the finalizer released")
